@@ -1,0 +1,2 @@
+// The typed Kubernetes keyspace lands with the ClusterObjects issue.
+import RaftKV

@@ -1,0 +1,24 @@
+import Foundation
+
+/// The replicated state machine the node driver applies committed entries to.
+///
+/// The state machine owns its durability: it records the index of the last entry it applied in the same
+/// transaction as the effects of that entry, so that after a crash `appliedIndex` tells exactly which entries
+/// to apply again. Entries are delivered in order, without gaps, each once.
+public protocol StateMachine: AnyObject {
+    /// The index of the last applied entry, as durable as the state it describes.
+    var appliedIndex: LogIndex { get }
+
+    /// Applies `entries` (contiguous, starting at `appliedIndex + 1`) and returns one result per entry, in
+    /// order. Empty entries and membership changes only advance `appliedIndex`.
+    func apply(_ entries: [Entry]) throws -> [ApplyResult]
+
+    /// Writes a consistent copy of the state at `appliedIndex` into `file`.
+    func writeSnapshot(to file: URL) throws
+
+    /// Replaces the whole state with the snapshot in `file`, taken at `index`.
+    func restore(from file: URL, index: LogIndex) throws
+}
+
+/// What applying one entry produced, handed back to whoever proposed it.
+public typealias ApplyResult = [UInt8]
