@@ -205,6 +205,10 @@ public enum RaftError: Error, Sendable, Equatable, CustomStringConvertible {
     case unknownMember(NodeID)
     /// The proposal was larger than the core accepts in one message.
     case proposalTooLarge(bytes: Int, limit: Int)
+    /// The leader already holds its limit of uncommitted entries (it may be cut off from its quorum).
+    case tooManyUncommittedEntries
+    /// This node is no longer a member of the cluster.
+    case removed
     /// The log storage could not be read consistently at start.
     case corruptState(String)
 
@@ -219,6 +223,8 @@ public enum RaftError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidConfigChange(let why): return "invalid membership change: \(why)"
         case .unknownMember(let id): return "member \(String(id, radix: 16)) not found"
         case .proposalTooLarge(let bytes, let limit): return "proposal of \(bytes) bytes exceeds the limit of \(limit)"
+        case .tooManyUncommittedEntries: return "too many uncommitted entries"
+        case .removed: return "this member has been removed from the cluster"
         case .corruptState(let why): return "corrupt raft state: \(why)"
         }
     }
