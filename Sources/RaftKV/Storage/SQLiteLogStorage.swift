@@ -660,13 +660,11 @@ public final class SQLiteLogStorage: DurableLogStorage {
               let boundary = try? row("SELECT compacted_index, compacted_term, 0, 0 FROM log_boundary"),
               let snapshot = try? row("SELECT idx, term, 0, 0 FROM snapshot"),
               let ends = try? row("SELECT min(idx), max(idx), count(*), (SELECT term FROM entries ORDER BY idx DESC LIMIT 1) FROM entries"),
-              let name = try? { () throws -> String? in
-                  let statement = try database.statement("SELECT file_name FROM snapshot")
-                  defer { statement.reset() }
-                  _ = try statement.step()
-                  return statement.isNull(0) ? nil : statement.string(0)
-              }()
+              let fileNameRow = try? database.statement("SELECT file_name FROM snapshot"),
+              (try? fileNameRow.step()) == true
         else { return false }
+        let name = fileNameRow.isNull(0) ? nil : fileNameRow.string(0)
+        fileNameRow.reset()
         let entryCount = UInt64(ends[2])
         return hard == [Int64(hardState.term), Int64(hardState.vote), Int64(hardState.commit), 0]
             && boundary[0] == Int64(boundaryIndex) && boundary[1] == Int64(boundaryTerm)
