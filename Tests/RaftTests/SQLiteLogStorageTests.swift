@@ -385,3 +385,26 @@ func sqliteLogStorageRejectsCorruptLog(_ corruption: (name: String, sql: String,
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("raft.db").path))
     }
 }
+
+@Test func sqliteLogStorageCompactsLongLogInBatches() throws {
+    try withTemporaryDirectory { directory in
+        let entryCount: LogIndex = 3 * SQLiteLogStorage.compactionBatchEntries + 500
+        let metadata = SnapshotMetadata(index: entryCount - 100, term: 2, membership: Membership(voters: [1]))
+        do {
+            let storage = try SQLiteLogStorage(directory: directory)
+            try storage.save(hardState: HardState(term: 2, vote: 1, commit: entryCount),
+                             entries: entries(1...1000, term: 1, dataBytes: 1) + entries(1001...entryCount, term: 2, dataBytes: 1), sync: true)
+            let file = storage.temporarySnapshotFile()
+            try Data([1]).write(to: file)
+            try storage.adoptLocalSnapshot(metadata, file: file, retainEntries: 200)
+            #expect(storage.firstIndex == entryCount - 299)
+            #expect(storage.term(at: entryCount - 300) == 2)
+        }
+        let reopened = try SQLiteLogStorage(directory: directory)
+        #expect(reopened.firstIndex == entryCount - 299)
+        #expect(reopened.lastIndex == entryCount)
+        #expect(reopened.term(at: entryCount - 300) == 2)
+        #expect(reopened.entries(in: reopened.firstIndex..<(reopened.firstIndex + 2), maxBytes: .max)
+                    == entries((entryCount - 299)...(entryCount - 298), term: 2, dataBytes: 1))
+    }
+}
