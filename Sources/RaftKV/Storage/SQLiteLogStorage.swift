@@ -69,7 +69,7 @@ public final class SQLiteLogStorage: DurableLogStorage {
     private var snapshotFileName: String?
     /// What ``stageSnapshotChunk(_:)`` has written so far; nil when nothing is staged.
     private var staged: (metadata: SnapshotMetadata, sizeBytes: UInt64, isComplete: Bool)?
-    /// Whether commits currently fsync; only `save(sync: false)` lowers it, for one transaction.
+    /// Whether commits currently fsync; `save(sync: false)` lowers it until the next write that must sync.
     private var synchronousIsFull = true
 
     private var stagedSnapshotFile: URL { snapshotDirectory.appendingPathComponent(Self.stagedSnapshotName) }
