@@ -90,6 +90,9 @@ public final class SQLiteDatabase {
     /// The single value of a one-row, one-column query, if any.
     public func scalarInt64(_ sql: String) throws -> Int64? {
         let statement = try statement(sql)
+        // A statement left on its row keeps a read transaction open, which blocks WAL checkpoints and
+        // journal-mode changes.
+        defer { statement.reset() }
         guard try statement.step() else { return nil }
         return statement.isNull(0) ? nil : statement.int64(0)
     }
