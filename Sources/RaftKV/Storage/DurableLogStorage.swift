@@ -4,7 +4,9 @@ import Foundation
 ///
 /// Every method either completes durably or throws; after a throw the caller must stop using the node,
 /// because memory and disk may disagree.
-public protocol DurableLogStorage: RaftLogStorage {
+/// Implementations are `Sendable` so that a driver actor can own one; they need not be thread-safe, because only
+/// that owner touches them.
+public protocol DurableLogStorage: RaftLogStorage, Sendable {
     /// Appends `entries`, first truncating any existing suffix from `entries.first.index`, and stores
     /// `hardState` when given, in one transaction; the transaction is synced to disk when `sync` is true.
     /// `entries` are contiguous and `entries.first.index <= lastIndex + 1`.

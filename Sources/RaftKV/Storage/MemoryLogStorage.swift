@@ -82,7 +82,12 @@ public final class MemoryLogStorage: DurableLogStorage, @unchecked Sendable {
 
     public func adoptLocalSnapshot(_ metadata: SnapshotMetadata, file: URL, retainEntries: UInt64) throws {
         precondition(metadata.index <= lastIndex && term(at: metadata.index) == metadata.term, "snapshot at \(metadata.index) does not match the log")
-        snapshotBytes = try localSnapshots.removeValue(forKey: file) ?? [UInt8](Data(contentsOf: file))
+        if let bytes = localSnapshots.removeValue(forKey: file) {
+            snapshotBytes = bytes
+        } else {
+            snapshotBytes = try [UInt8](Data(contentsOf: file))
+            try? FileManager.default.removeItem(at: file)
+        }
         snapshotMetadata = metadata
         let compactTo = metadata.index > retainEntries ? metadata.index - retainEntries : 0
         if compactTo > boundary.index {
@@ -95,9 +100,17 @@ public final class MemoryLogStorage: DurableLogStorage, @unchecked Sendable {
     /// Records snapshot data written in memory, for ``adoptLocalSnapshot(_:file:retainEntries:)``.
     public func writeSnapshotData(_ bytes: [UInt8], to file: URL) { localSnapshots[file] = bytes }
 
-    public var snapshotFile: URL? { nil }
+    /// The current snapshot written out for a state machine to restore from; the driver needs a file.
+    public var snapshotFile: URL? {
+        guard snapshotMetadata.index > 0 else { return nil }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("raftkv-memory-snapshot-\(ObjectIdentifier(self).hashValue)-\(snapshotMetadata.index)")
+        if !FileManager.default.fileExists(atPath: file.path) {
+            FileManager.default.createFile(atPath: file.path, contents: Data(snapshotBytes))
+        }
+        return file
+    }
 
     public func temporarySnapshotFile() -> URL {
-        URL(fileURLWithPath: "/memory/snapshot-\(UUID().uuidString)")
+        FileManager.default.temporaryDirectory.appendingPathComponent("raftkv-memory-snapshot-\(UUID().uuidString)")
     }
 }

@@ -42,7 +42,7 @@ public struct LogStorageError: Error, CustomStringConvertible, Sendable, Equatab
 ///
 /// Opening validates the stored log and throws ``LogStorageError`` rather than starting over existing data.
 /// Not thread-safe: one owner at a time, like ``SQLiteDatabase``.
-public final class SQLiteLogStorage: DurableLogStorage {
+public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
     /// "RFLG": marks the database as a Raft log so that a foreign SQLite file is recognised.
     static let applicationID: Int64 = 0x5246_4C47
     static let schemaVersion: Int64 = 1

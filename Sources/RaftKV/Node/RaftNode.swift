@@ -1,0 +1,371 @@
+import Foundation
+import Logging
+
+/// Carries Raft messages to other members. Delivery is best effort: Raft tolerates loss, duplication and
+/// reordering, so an implementation may drop messages when a peer is slow or unreachable rather than queue
+/// without bound.
+public protocol RaftTransport: Sendable {
+    func send(_ messages: [Message])
+}
+
+/// Why a request to the node failed.
+public enum RaftNodeError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The core refused the request.
+    case rejected(RaftError)
+    /// The entry proposed was replaced by a new leader's log before it committed.
+    case leaderChanged
+    /// No answer within the request timeout.
+    case timedOut
+    /// The node stopped (shut down, removed from the cluster, or failed to persist).
+    case stopped(String)
+
+    public var description: String {
+        switch self {
+        case .rejected(let error): return error.description
+        case .leaderChanged: return "leader changed"
+        case .timedOut: return "request timed out"
+        case .stopped(let why): return "raft node stopped: \(why)"
+        }
+    }
+}
+
+/// Tunables of the driver.
+public struct RaftNodeOptions: Sendable {
+    public var tickInterval: Duration = .milliseconds(100)
+    /// Requests not answered within this many ticks fail with ``RaftNodeError/timedOut``.
+    public var requestTimeoutTicks: Int = 70
+    /// Take a state machine snapshot and compact the log every this many applied entries.
+    public var snapshotEveryEntries: UInt64 = 10_000
+    /// Entries kept below a snapshot so that slightly lagging followers catch up without one.
+    public var snapshotRetainEntries: UInt64 = 5_000
+    /// Bound on messages waiting in the inbox; beyond it new messages are dropped (Raft retransmits).
+    public var maxInboxMessages: Int = 10_000
+
+    public init() {}
+}
+
+/// The node driver: runs the pure ``RaftCore`` against real time, storage, a transport and a state machine.
+///
+/// Every input (tick, message, proposal) is stepped into the core and followed at once by carrying out the
+/// resulting ``Ready`` in its documented order — persist, send, apply, advance — without suspending in between,
+/// so the actor's state and the disk never disagree across an await.
+public actor RaftNode {
+    public nonisolated let id: NodeID
+    private var core: RaftCore
+    private let storage: any DurableLogStorage
+    private let stateMachine: any StateMachine
+    private let transport: any RaftTransport
+    private let options: RaftNodeOptions
+    private let logger: Logger
+    private let inbox: AsyncStream<Message>
+    private let inboxContinuation: AsyncStream<Message>.Continuation
+
+    private var ticks = 0
+    private var nextRequestID: UInt64 = 1
+    private var proposals: [LogIndex: ProposalWaiter] = [:]
+    private var reads: [UInt64: ReadWaiter] = [:]
+    /// Reads whose index is known, waiting for the state machine to reach it, keyed by request ID.
+    private var readsAwaitingApply: [(index: LogIndex, waiter: ReadWaiter)] = []
+    private var failure: RaftNodeError?
+    private var wasMember = false
+    private var lastLeader: NodeID = 0
+
+    private struct ProposalWaiter {
+        var term: Term
+        var deadlineTick: Int
+        var continuation: CheckedContinuation<ApplyResult, any Error>
+    }
+
+    private struct ReadWaiter {
+        var deadlineTick: Int
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// Opens a node over `storage` and `stateMachine`, restoring the state machine from the stored snapshot when a
+    /// crash left it behind. `bootstrap` is the initial membership of a new cluster (nil to join an existing one).
+    public init(configuration: RaftConfiguration, storage: any DurableLogStorage, stateMachine: any StateMachine,
+                transport: any RaftTransport, bootstrap: Membership?, options: RaftNodeOptions = RaftNodeOptions(),
+                logger: Logger = Logger(label: "raft")) throws {
+        if stateMachine.appliedIndex < storage.snapshotMetadata.index, let file = storage.snapshotFile {
+            try stateMachine.restore(from: file, index: storage.snapshotMetadata.index)
+        }
+        var configuration = configuration
+        configuration.appliedIndex = stateMachine.appliedIndex
+        core = try RaftCore(configuration: configuration, storage: storage, bootstrap: bootstrap)
+        id = configuration.id
+        self.storage = storage
+        self.stateMachine = stateMachine
+        self.transport = transport
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "member"] = "\(String(configuration.id, radix: 16))"
+        self.logger = logger
+        (inbox, inboxContinuation) = AsyncStream.makeStream(of: Message.self, bufferingPolicy: .bufferingOldest(options.maxInboxMessages))
+        wasMember = core.membership.contains(configuration.id)
+    }
+
+    /// Hands a message from a peer to this node; never blocks. Called by transports.
+    public nonisolated func deliver(_ message: Message) {
+        inboxContinuation.yield(message)
+    }
+
+    /// Runs ticks and the inbox until cancelled or until the node fails.
+    public func run() async throws {
+        try processReadies()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [inbox] in
+                for await message in inbox {
+                    try await self.receive(message)
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: self.options.tickInterval)
+                    try await self.tick()
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    /// Stops the node: every waiting request fails.
+    public func stop() {
+        inboxContinuation.finish()
+        fail(with: .stopped("shut down"))
+    }
+
+    // MARK: - Requests
+
+    /// Proposes `data` and returns the state machine's result once the entry is applied here.
+    public func propose(_ data: [UInt8]) async throws -> ApplyResult {
+        try checkRunning()
+        let index: LogIndex
+        do { index = try core.propose(data) } catch { throw RaftNodeError.rejected(error) }
+        let term = core.term
+        return try await withCheckedThrowingContinuation { continuation in
+            proposals[index] = ProposalWaiter(term: term, deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
+            do { try processReadies() } catch { /* fail() already resumed every waiter */ }
+        }
+    }
+
+    /// Proposes a membership change and returns once it is applied here.
+    public func proposeConfigChange(_ change: ConfigChange) async throws {
+        try checkRunning()
+        let index: LogIndex
+        do { index = try core.proposeConfigChange(change) } catch { throw RaftNodeError.rejected(error) }
+        let term = core.term
+        _ = try await withCheckedThrowingContinuation { continuation in
+            proposals[index] = ProposalWaiter(term: term, deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
+            do { try processReadies() } catch {}
+        }
+    }
+
+    /// Returns once this node's state machine reflects every write committed before the call: reads served
+    /// after it are linearizable (ReadIndex). Concurrent calls share heartbeat rounds.
+    public func linearizableBarrier() async throws {
+        try checkRunning()
+        let requestID = nextRequestID
+        nextRequestID += 1
+        do { try core.readIndex(requestID: requestID) } catch { throw RaftNodeError.rejected(error) }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            reads[requestID] = ReadWaiter(deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
+            do { try processReadies() } catch {}
+        }
+    }
+
+    /// Asks the leader (this node) to hand leadership to `target`.
+    public func transferLeadership(to target: NodeID) throws {
+        try checkRunning()
+        do { try core.transferLeadership(to: target) } catch { throw RaftNodeError.rejected(error) }
+        try processReadies()
+    }
+
+    public struct Status: Sendable, Equatable {
+        public var id: NodeID
+        public var leader: NodeID
+        public var term: Term
+        public var role: Role
+        public var commitIndex: LogIndex
+        public var appliedIndex: LogIndex
+        public var membership: Membership
+    }
+
+    public var status: Status {
+        Status(id: id, leader: core.leader, term: core.term, role: core.role, commitIndex: core.commitIndex,
+               appliedIndex: core.appliedIndex, membership: core.membership)
+    }
+
+    // MARK: - The loop
+
+    private func checkRunning() throws {
+        if let failure { throw failure }
+    }
+
+    private func receive(_ message: Message) throws {
+        guard failure == nil else { return }
+        core.step(message)
+        try processReadies()
+    }
+
+    private func tick() throws {
+        guard failure == nil else { return }
+        ticks += 1
+        core.tick()
+        expireRequests()
+        try processReadies()
+    }
+
+    /// Carries out every pending Ready. Any storage or state machine error stops the node: continuing with
+    /// state that could not be persisted would break the promises already made to peers.
+    private func processReadies() throws {
+        do {
+            while failure == nil, let ready = core.ready() {
+                try carryOut(ready)
+            }
+        } catch {
+            logger.critical("stopping: \(error)")
+            fail(with: .stopped("\(error)"))
+            throw RaftNodeError.stopped("\(error)")
+        }
+    }
+
+    private func carryOut(_ ready: Ready) throws {
+        for chunk in ready.snapshotChunks { try storage.stageSnapshotChunk(chunk) }
+        if let snapshot = ready.snapshot {
+            try storage.installStagedSnapshot(snapshot)
+            guard let file = storage.snapshotFile else { preconditionFailure("an installed snapshot has a file") }
+            try stateMachine.restore(from: file, index: snapshot.index)
+            precondition(stateMachine.appliedIndex == snapshot.index, "state machine restored to \(stateMachine.appliedIndex), not \(snapshot.index)")
+            logger.info("installed snapshot at \(snapshot.index) (term \(snapshot.term))")
+        }
+        if ready.hardState != nil || !ready.entries.isEmpty {
+            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
+        }
+        if !ready.messages.isEmpty { transport.send(ready.messages) }
+        if !ready.committed.isEmpty {
+            precondition(ready.committed.first!.index == stateMachine.appliedIndex + 1,
+                         "applying \(ready.committed.first!.index) after \(stateMachine.appliedIndex)")
+            let results = try stateMachine.apply(ready.committed)
+            precondition(results.count == ready.committed.count, "one result per applied entry")
+            precondition(stateMachine.appliedIndex == ready.committed.last!.index, "the state machine must record what it applied")
+            for (entry, result) in zip(ready.committed, results) { completeProposal(entry, result: result) }
+        }
+        if ready.leader != lastLeader {
+            if lastLeader != 0 || ready.leader == 0 { failReads(.leaderChanged) }
+            logger.info("leader is now \(String(ready.leader, radix: 16)) (term \(ready.term))")
+            lastLeader = ready.leader
+        }
+        for state in ready.readStates {
+            guard let waiter = reads.removeValue(forKey: state.requestID) else { continue }
+            readsAwaitingApply.append((state.index, waiter))
+        }
+        core.advance(ready)
+        releaseReads()
+        try maybeSnapshot()
+        let isMember = core.membership.contains(id)
+        if wasMember && !isMember {
+            fail(with: .stopped("removed from the cluster"))
+            inboxContinuation.finish()
+        }
+        wasMember = wasMember || isMember
+    }
+
+    private func completeProposal(_ entry: Entry, result: ApplyResult) {
+        guard let waiter = proposals.removeValue(forKey: entry.index) else { return }
+        if waiter.term == entry.term {
+            waiter.continuation.resume(returning: result)
+        } else {
+            waiter.continuation.resume(throwing: RaftNodeError.leaderChanged)
+        }
+    }
+
+    private func releaseReads() {
+        let applied = stateMachine.appliedIndex
+        readsAwaitingApply.removeAll { item in
+            guard item.index <= applied else { return false }
+            item.waiter.continuation.resume()
+            return true
+        }
+    }
+
+    private func maybeSnapshot() throws {
+        let applied = stateMachine.appliedIndex
+        let last = storage.snapshotMetadata.index
+        guard applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
+              applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
+        let file = storage.temporarySnapshotFile()
+        try stateMachine.writeSnapshot(to: file)
+        try storage.adoptLocalSnapshot(SnapshotMetadata(index: applied, term: term, membership: core.membership),
+                                       file: file, retainEntries: options.snapshotRetainEntries)
+        logger.debug("snapshot at \(applied); log now starts at \(storage.firstIndex)")
+    }
+
+    private func expireRequests() {
+        for (index, waiter) in proposals where waiter.deadlineTick <= ticks {
+            proposals[index] = nil
+            waiter.continuation.resume(throwing: RaftNodeError.timedOut)
+        }
+        for (requestID, waiter) in reads where waiter.deadlineTick <= ticks {
+            reads[requestID] = nil
+            waiter.continuation.resume(throwing: RaftNodeError.timedOut)
+        }
+        readsAwaitingApply.removeAll { item in
+            guard item.waiter.deadlineTick <= ticks else { return false }
+            item.waiter.continuation.resume(throwing: RaftNodeError.timedOut)
+            return true
+        }
+    }
+
+    private func failReads(_ error: RaftNodeError) {
+        for waiter in reads.values { waiter.continuation.resume(throwing: error) }
+        reads.removeAll()
+    }
+
+    private func fail(with error: RaftNodeError) {
+        if failure == nil { failure = error }
+        for waiter in proposals.values { waiter.continuation.resume(throwing: error) }
+        proposals.removeAll()
+        failReads(error)
+        for item in readsAwaitingApply { item.waiter.continuation.resume(throwing: error) }
+        readsAwaitingApply.removeAll()
+    }
+}
+
+/// A transport between nodes in one process, for tests and single-process clusters. Links can be cut to
+/// simulate partitions.
+public final class LocalTransport: RaftTransport, @unchecked Sendable {
+    private let lock = NSLock()
+    private var nodes: [NodeID: RaftNode] = [:]
+    private var cut: Set<[NodeID]> = []
+
+    public init() {}
+
+    public func register(_ node: RaftNode) {
+        lock.withLock { nodes[node.id] = node }
+    }
+
+    public func unregister(_ id: NodeID) {
+        _ = lock.withLock { nodes.removeValue(forKey: id) }
+    }
+
+    /// Drops every message between `a` and `b` until ``heal()``.
+    public func cutLink(_ a: NodeID, _ b: NodeID) {
+        _ = lock.withLock { cut.insert([min(a, b), max(a, b)]) }
+    }
+
+    public func heal() {
+        lock.withLock { cut.removeAll() }
+    }
+
+    public func send(_ messages: [Message]) {
+        let targets = lock.withLock { () -> [(RaftNode, Message)] in
+            messages.compactMap { message in
+                guard !cut.contains([min(message.from, message.to), max(message.from, message.to)]),
+                      let node = nodes[message.to] else { return nil }
+                return (node, message)
+            }
+        }
+        for (node, message) in targets { node.deliver(message) }
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Testing
+@testable import RaftKV
+
+/// A state machine that records applied values, with file snapshots, for driver tests.
+final class RecordingStateMachine: StateMachine, @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [String] = []
+    private var applied: LogIndex = 0
+
+    var appliedIndex: LogIndex { lock.withLock { applied } }
+    var appliedValues: [String] { lock.withLock { values } }
+
+    func apply(_ entries: [Entry]) throws -> [ApplyResult] {
+        lock.withLock {
+            entries.map { entry in
+                precondition(entry.index == applied + 1)
+                applied = entry.index
+                guard entry.kind == .normal, !entry.data.isEmpty else { return [] }
+                values.append(String(decoding: entry.data, as: UTF8.self))
+                return Array("applied \(entry.index)".utf8)
+            }
+        }
+    }
+
+    func writeSnapshot(to file: URL) throws {
+        let (index, copy) = lock.withLock { (applied, values) }
+        try JSONEncoder().encode(Snapshot(index: index, values: copy)).write(to: file)
+    }
+
+    func restore(from file: URL, index: LogIndex) throws {
+        let snapshot = try JSONDecoder().decode(Snapshot.self, from: Data(contentsOf: file))
+        precondition(snapshot.index == index)
+        lock.withLock {
+            values = snapshot.values
+            applied = snapshot.index
+        }
+    }
+
+    struct Snapshot: Codable {
+        var index: LogIndex
+        var values: [String]
+    }
+}
+
+/// A three-node cluster of real drivers on a local transport, with ticks every 5 ms.
+final class LocalCluster: @unchecked Sendable {
+    let transport = LocalTransport()
+    var nodes: [NodeID: RaftNode] = [:]
+    var machines: [NodeID: RecordingStateMachine] = [:]
+    var storages: [NodeID: any DurableLogStorage] = [:]
+    var tasks: [NodeID: Task<Void, any Error>] = [:]
+    let directory: URL
+
+    init(size: Int, sqlite: Bool, snapshotEveryEntries: UInt64 = 10_000) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("raftnode-\(UUID().uuidString)")
+        let members = Membership(voters: Set(1...NodeID(size)))
+        for id in 1...NodeID(size) {
+            let storage: any DurableLogStorage = sqlite
+                ? try SQLiteLogStorage(directory: directory.appendingPathComponent("\(id)"))
+                : MemoryLogStorage()
+            try start(id, storage: storage, machine: RecordingStateMachine(), bootstrap: members, snapshotEveryEntries: snapshotEveryEntries)
+        }
+    }
+
+    func start(_ id: NodeID, storage: any DurableLogStorage, machine: RecordingStateMachine, bootstrap: Membership?, snapshotEveryEntries: UInt64 = 10_000) throws {
+        var configuration = RaftConfiguration(id: id)
+        configuration.electionTimeoutTicks = 20
+        configuration.heartbeatTicks = 2
+        var options = RaftNodeOptions()
+        options.tickInterval = .milliseconds(5)
+        options.requestTimeoutTicks = 400
+        options.snapshotEveryEntries = snapshotEveryEntries
+        options.snapshotRetainEntries = 2
+        let node = try RaftNode(configuration: configuration, storage: storage, stateMachine: machine,
+                                transport: transport, bootstrap: bootstrap, options: options)
+        nodes[id] = node
+        machines[id] = machine
+        storages[id] = storage
+        transport.register(node)
+        tasks[id] = Task { try await node.run() }
+    }
+
+    func stop(_ id: NodeID) async {
+        transport.unregister(id)
+        tasks[id]?.cancel()
+        _ = await tasks[id]?.result
+        await nodes[id]?.stop()
+        nodes[id] = nil
+    }
+
+    func shutdown() async {
+        for id in Array(nodes.keys) { await stop(id) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Waits (bounded) for a leader among running nodes.
+    func leader(excluding: Set<NodeID> = []) async throws -> RaftNode {
+        for _ in 0..<400 {
+            for (id, node) in nodes where !excluding.contains(id) {
+                if await node.status.role == .leader { return node }
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw RaftNodeError.timedOut
+    }
+
+    /// Proposes through whichever node leads, retrying across elections.
+    func propose(_ value: String) async throws -> ApplyResult {
+        for _ in 0..<50 {
+            let leader = try await leader()
+            do { return try await leader.propose(Array(value.utf8)) } catch RaftNodeError.rejected, RaftNodeError.leaderChanged {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        throw RaftNodeError.timedOut
+    }
+
+    func waitUntil(_ condition: () async -> Bool) async throws {
+        for _ in 0..<500 {
+            if await condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("condition not reached in 5 s")
+    }
+}
+
+@Suite(.serialized) struct RaftNodeTests {
+    @Test(arguments: [false, true])
+    func replicatesProposalsToEveryMember(sqlite: Bool) async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: sqlite)
+        var results: [String] = []
+        for i in 1...20 { results.append(String(decoding: try await cluster.propose("value-\(i)"), as: UTF8.self)) }
+        #expect(results.allSatisfy { $0.hasPrefix("applied ") })
+        try await cluster.waitUntil { cluster.machines.values.allSatisfy { $0.appliedValues.count == 20 } }
+        for machine in cluster.machines.values {
+            #expect(machine.appliedValues == (1...20).map { "value-\($0)" })
+        }
+        await cluster.shutdown()
+    }
+
+    @Test func survivesLeaderLossAndCatchesUpByRestartFromSQLite() async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: true)
+        for i in 1...5 { _ = try await cluster.propose("before-\(i)") }
+        let oldLeader = try await cluster.leader()
+        let oldID = oldLeader.id
+        let storageDirectory = cluster.directory.appendingPathComponent("\(oldID)")
+        let oldMachine = cluster.machines[oldID]!
+        await cluster.stop(oldID)
+        let newLeader = try await cluster.leader(excluding: [oldID])
+        #expect(newLeader.id != oldID)
+        for i in 1...5 { _ = try await cluster.propose("after-\(i)") }
+        // Restart the old leader from its SQLite log with its state machine as it was.
+        try cluster.start(oldID, storage: try SQLiteLogStorage(directory: storageDirectory), machine: oldMachine, bootstrap: Membership(voters: [1, 2, 3]))
+        try await cluster.waitUntil { oldMachine.appliedValues.count == 10 }
+        #expect(oldMachine.appliedValues == (1...5).map { "before-\($0)" } + (1...5).map { "after-\($0)" })
+        await cluster.shutdown()
+    }
+
+    @Test func laggingMemberCatchesUpThroughSnapshot() async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: true, snapshotEveryEntries: 5)
+        _ = try await cluster.propose("first")
+        let leader = try await cluster.leader()
+        let lagging: NodeID = [1, 2, 3].first { $0 != leader.id }!
+        let machine = cluster.machines[lagging]!
+        let directory = cluster.directory.appendingPathComponent("\(lagging)")
+        await cluster.stop(lagging)
+        for i in 1...30 { _ = try await cluster.propose("v\(i)") }
+        let leaderStorage = cluster.storages[leader.id]!
+        #expect(leaderStorage.firstIndex > machine.appliedIndex + 1, "the leader compacted past the lagging member")
+        try cluster.start(lagging, storage: try SQLiteLogStorage(directory: directory), machine: machine, bootstrap: Membership(voters: [1, 2, 3]))
+        try await cluster.waitUntil { machine.appliedValues.count == 31 }
+        #expect(machine.appliedValues == ["first"] + (1...30).map { "v\($0)" })
+        await cluster.shutdown()
+    }
+
+    @Test func linearizableBarrierOnFollowerSeesCommittedWrites() async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: false)
+        _ = try await cluster.propose("x")
+        let leader = try await cluster.leader()
+        let followerID: NodeID = [1, 2, 3].first { $0 != leader.id }!
+        for i in 1...10 { _ = try await cluster.propose("w\(i)") }
+        try await cluster.nodes[followerID]!.linearizableBarrier()
+        #expect(cluster.machines[followerID]!.appliedValues.count == 11)
+        // Many concurrent barriers on the leader all complete.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 { group.addTask { try await leader.linearizableBarrier() } }
+            try await group.waitForAll()
+        }
+        await cluster.shutdown()
+    }
+
+    @Test func followerRefusesProposalsNamingTheLeader() async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: false)
+        _ = try await cluster.propose("x")
+        let leader = try await cluster.leader()
+        let follower = cluster.nodes.first { $0.key != leader.id }!.value
+        await #expect(throws: RaftNodeError.rejected(.notLeader(leader: leader.id))) {
+            _ = try await follower.propose([1])
+        }
+        await cluster.shutdown()
+    }
+
+    @Test func membershipChangeAddsAMemberThatCatchesUp() async throws {
+        let cluster = try LocalCluster(size: 3, sqlite: false)
+        for i in 1...3 { _ = try await cluster.propose("m\(i)") }
+        let leader = try await cluster.leader()
+        let machine = RecordingStateMachine()
+        try cluster.start(4, storage: MemoryLogStorage(), machine: machine, bootstrap: nil)
+        try await leader.proposeConfigChange(.addLearner(4))
+        try await cluster.waitUntil { machine.appliedValues.count == 3 }
+        try await leader.proposeConfigChange(.promoteLearner(4))
+        let status = await leader.status
+        #expect(status.membership.voters == [1, 2, 3, 4])
+        _ = try await cluster.propose("m4")
+        try await cluster.waitUntil { machine.appliedValues.count == 4 }
+        await cluster.shutdown()
+    }
+}
