@@ -50,6 +50,7 @@ let package = Package(
             dependencies: [
                 "RaftKV",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),

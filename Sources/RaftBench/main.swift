@@ -1,1 +1,126 @@
-print("raftbench: pending")
+import ArgumentParser
+import Foundation
+import Logging
+import RaftKV
+
+/// Raft and SQLite log throughput on this machine. Not a test: it prints figures for docs/raft.md.
+@main
+struct RaftBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raftbench",
+        abstract: "Measure SQLite log append throughput and in-process three-node Raft throughput."
+    )
+
+    @Option(help: "Seconds to run each log-append case.")
+    var seconds: Double = 3
+
+    @Option(help: "Bytes of each entry's payload.")
+    var entryBytes: Int = 256
+
+    @Option(help: "Proposals for the cluster case.")
+    var proposals: Int = 5_000
+
+    @Option(help: "Concurrent proposers for the cluster case.")
+    var clients: Int = 64
+
+    @Option(help: "Where to put the temporary data directories.")
+    var directory: String = FileManager.default.temporaryDirectory.path
+
+    func run() async throws {
+        let root = URL(fileURLWithPath: directory).appendingPathComponent("raftbench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; entries of \(entryBytes) bytes")
+        print("SQLite log append (WAL, synchronous=FULL, one transaction and one fsync per batch):")
+        print("  batch   entries/s   fsyncs/s")
+        for batch in [1, 16, 256] {
+            let (entriesPerSecond, syncsPerSecond) = try appendThroughput(batch: batch, in: root.appendingPathComponent("append-\(batch)"))
+            print(String(format: "  %5d  %10.0f  %9.0f", batch, entriesPerSecond, syncsPerSecond))
+        }
+        for (label, count) in [("1 client", 1), ("\(clients) clients", clients)] {
+            let rate = try await clusterThroughput(clients: count, total: count == 1 ? min(proposals, 1_000) : proposals,
+                                                   in: root.appendingPathComponent("cluster-\(count)"))
+            print(String(format: "three-node in-process cluster (SQLite logs, %@): %.0f proposals/s", label, rate))
+        }
+    }
+
+    func appendThroughput(batch: Int, in directory: URL) throws -> (Double, Double) {
+        let storage = try SQLiteLogStorage(directory: directory)
+        let payload = [UInt8](repeating: 0xab, count: entryBytes)
+        var index: LogIndex = 0
+        var syncs = 0
+        let start = ContinuousClock.now
+        let deadline = start + .seconds(seconds)
+        while ContinuousClock.now < deadline {
+            let entries = (0..<batch).map { offset in Entry(term: 1, index: index + LogIndex(offset) + 1, data: payload) }
+            index += LogIndex(batch)
+            try storage.save(hardState: HardState(term: 1, vote: 1, commit: index), entries: entries, sync: true)
+            syncs += 1
+        }
+        let elapsed = (ContinuousClock.now - start).seconds
+        return (Double(index) / elapsed, Double(syncs) / elapsed)
+    }
+
+    func clusterThroughput(clients: Int, total: Int, in directory: URL) async throws -> Double {
+        let transport = LocalTransport()
+        var nodes: [RaftNode] = []
+        var tasks: [Task<Void, any Error>] = []
+        let members = Membership(voters: [1, 2, 3])
+        for id: NodeID in 1...3 {
+            var configuration = RaftConfiguration(id: id)
+            configuration.electionTimeoutTicks = 10
+            var options = RaftNodeOptions()
+            options.tickInterval = .milliseconds(100)
+            let node = try RaftNode(configuration: configuration,
+                                    storage: try SQLiteLogStorage(directory: directory.appendingPathComponent("\(id)")),
+                                    stateMachine: CountingStateMachine(), transport: transport, bootstrap: members, options: options,
+                                    logger: quietLogger)
+            transport.register(node)
+            nodes.append(node)
+            tasks.append(Task { try await node.run() })
+        }
+        defer { tasks.forEach { $0.cancel() } }
+        var found: RaftNode?
+        while found == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            for node in nodes where await node.status.role == .leader { found = node }
+        }
+        let leader = found!
+        let payload = [UInt8](repeating: 0xcd, count: entryBytes)
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<clients {
+                group.addTask {
+                    for _ in stride(from: client, to: total, by: clients) { _ = try await leader.propose(payload) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = (ContinuousClock.now - start).seconds
+        for node in nodes { await node.stop() }
+        return Double(total) / elapsed
+    }
+}
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "raftbench")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Counts applied entries; snapshots are the count.
+final class CountingStateMachine: StateMachine, @unchecked Sendable {
+    private(set) var appliedIndex: LogIndex = 0
+
+    func apply(_ entries: [Entry]) throws -> [ApplyResult] {
+        appliedIndex = entries.last!.index
+        return entries.map { _ in [] }
+    }
+
+    func writeSnapshot(to file: URL) throws { try Data("\(appliedIndex)".utf8).write(to: file) }
+
+    func restore(from file: URL, index: LogIndex) throws { appliedIndex = index }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

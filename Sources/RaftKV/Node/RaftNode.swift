@@ -59,6 +59,10 @@ public actor RaftNode {
     private let logger: Logger
     private let inbox: AsyncStream<Message>
     private let inboxContinuation: AsyncStream<Message>.Continuation
+    /// Requests only step the core and signal here; the run loop then carries out one Ready for all of them, so
+    /// concurrent proposals share one transaction and one fsync (group commit).
+    private let flushes: AsyncStream<Void>
+    private let flushContinuation: AsyncStream<Void>.Continuation
 
     private var ticks = 0
     private var nextRequestID: UInt64 = 1
@@ -101,6 +105,7 @@ public actor RaftNode {
         logger[metadataKey: "member"] = "\(String(configuration.id, radix: 16))"
         self.logger = logger
         (inbox, inboxContinuation) = AsyncStream.makeStream(of: Message.self, bufferingPolicy: .bufferingOldest(options.maxInboxMessages))
+        (flushes, flushContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         wasMember = core.membership.contains(configuration.id)
     }
 
@@ -118,6 +123,11 @@ public actor RaftNode {
                     try await self.receive(message)
                 }
             }
+            group.addTask { [flushes] in
+                for await _ in flushes {
+                    try await self.flush()
+                }
+            }
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.options.tickInterval)
@@ -132,6 +142,7 @@ public actor RaftNode {
     /// Stops the node: every waiting request fails.
     public func stop() {
         inboxContinuation.finish()
+        flushContinuation.finish()
         fail(with: .stopped("shut down"))
     }
 
@@ -145,7 +156,7 @@ public actor RaftNode {
         let term = core.term
         return try await withCheckedThrowingContinuation { continuation in
             proposals[index] = ProposalWaiter(term: term, deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
-            do { try processReadies() } catch { /* fail() already resumed every waiter */ }
+            flushContinuation.yield()
         }
     }
 
@@ -157,7 +168,7 @@ public actor RaftNode {
         let term = core.term
         _ = try await withCheckedThrowingContinuation { continuation in
             proposals[index] = ProposalWaiter(term: term, deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
-            do { try processReadies() } catch {}
+            flushContinuation.yield()
         }
     }
 
@@ -170,7 +181,7 @@ public actor RaftNode {
         do { try core.readIndex(requestID: requestID) } catch { throw RaftNodeError.rejected(error) }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             reads[requestID] = ReadWaiter(deadlineTick: ticks + options.requestTimeoutTicks, continuation: continuation)
-            do { try processReadies() } catch {}
+            flushContinuation.yield()
         }
     }
 
@@ -205,6 +216,11 @@ public actor RaftNode {
     private func receive(_ message: Message) throws {
         guard failure == nil else { return }
         core.step(message)
+        try processReadies()
+    }
+
+    private func flush() throws {
+        guard failure == nil else { return }
         try processReadies()
     }
 

@@ -23,7 +23,7 @@ import Testing
             seeds = Array(first..<(first + count))
         }
         var failures: [String] = []
-        var proposals = 0, acknowledged = 0, faults = 0
+        var proposals = 0, acknowledged = 0, faults = 0, snapshots = 0, membershipChanges = 0
         for seed in seeds {
             let options = SimulationOptions.random(seed: seed)
             let simulator = try Simulator(options: options)
@@ -31,12 +31,18 @@ import Testing
             proposals += simulator.proposalCounter
             acknowledged += simulator.acknowledged.count
             faults += simulator.faultsInjected
+            snapshots += simulator.snapshotsInstalled
+            membershipChanges += simulator.membershipChangesApplied
             if !simulator.violations.isEmpty {
                 failures.append("\(options)\n  " + simulator.violations.joined(separator: "\n  ") + "\n  replay: \(Self.replayCommand(seed))")
             }
         }
-        print("raft simulation: \(seeds.count) seeds, \(proposals) proposals, \(acknowledged) acknowledged, \(faults) faults, \(failures.count) with violations")
+        print("raft simulation: \(seeds.count) seeds, \(proposals) proposals, \(acknowledged) acknowledged, \(faults) faults, \(snapshots) snapshots installed, \(membershipChanges) membership changes, \(failures.count) with violations")
         #expect(failures.isEmpty, "\(failures.count) seeds violated an invariant:\n\(failures.prefix(5).joined(separator: "\n"))")
         #expect(acknowledged > 0, "the simulation never committed anything: it checks nothing")
+        if seeds.count >= 100 {
+            // A schedule that never exercises snapshots or membership changes would not test them.
+            #expect(snapshots > 0 && membershipChanges > 0, "snapshots \(snapshots), membership changes \(membershipChanges)")
+        }
     }
 }

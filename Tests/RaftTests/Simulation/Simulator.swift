@@ -89,6 +89,8 @@ final class Simulator {
     var acknowledged: [String: LogIndex] = [:]
     var proposalCounter = 0
     var faultsInjected = 0
+    var snapshotsInstalled = 0
+    var membershipChangesApplied = 0
 
     init(options: SimulationOptions) throws {
         self.options = options
@@ -203,6 +205,7 @@ final class Simulator {
                     violation("node \(id) installed a snapshot at \(snapshot.index) whose state differs from what was applied there")
                 }
                 node.machine = restored
+                snapshotsInstalled += 1
             }
             try node.storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
             observePersisted(id, ready.entries)
@@ -231,7 +234,8 @@ final class Simulator {
         }
         node.machine.digest = DigestStateMachine.chain(node.machine.digest, entry)
         node.machine.appliedIndex = entry.index
-        if let known = appliedAt[entry.index] {
+        let known = appliedAt[entry.index]
+        if let known {
             if known.term != entry.term || known.digest != node.machine.digest {
                 violation("node \(node.id) applied a different entry at \(entry.index) (term \(entry.term), first applied term \(known.term))")
             }
@@ -242,6 +246,9 @@ final class Simulator {
         if let value = String(bytes: entry.data, encoding: .utf8), let proposal = proposals[value],
            proposal.node == node.id, proposal.index == entry.index, proposal.term == entry.term {
             acknowledged[value] = entry.index
+        }
+        if entry.kind == .configChange && entry.term > 1 && appliedAt[entry.index]?.digest == node.machine.digest && known == nil {
+            membershipChangesApplied += 1
         }
         if entry.kind == .configChange, case .removeMember(let gone)? = ConfigChange(encoded: entry.data) {
             removed.insert(gone)
