@@ -42,8 +42,9 @@ public struct RaftCore {
     var readsAwaitingRound: [ReadRequest] = []
     var readsAwaitingTermCommit: [ReadRequest] = []
 
-    // A snapshot arriving from the leader.
-    var incomingSnapshot: (metadata: SnapshotMetadata, nextOffset: UInt64)?
+    /// A snapshot arriving from the leader. Chunks continue it only if they come from the same leader and term:
+    /// two leaders' files for the same snapshot index need not be byte-identical, and must never be mixed.
+    var incomingSnapshot: (metadata: SnapshotMetadata, sender: NodeID, term: Term, nextOffset: UInt64)?
 
     // Output gathered for the next Ready.
     var outbox: [Message] = []
@@ -593,17 +594,19 @@ public struct RaftCore {
             return
         }
         if chunk.offset == 0 {
-            incomingSnapshot = (metadata, 0)
+            incomingSnapshot = (metadata, sender, term, 0)
         }
-        guard let incoming = incomingSnapshot, incoming.metadata == metadata, incoming.nextOffset == chunk.offset else {
-            let expected = incomingSnapshot?.metadata == metadata ? incomingSnapshot!.nextOffset : 0
+        guard let incoming = incomingSnapshot, incoming.metadata == metadata, incoming.sender == sender,
+              incoming.term == term, incoming.nextOffset == chunk.offset else {
+            let continues = incomingSnapshot.map { $0.metadata == metadata && $0.sender == sender && $0.term == term } ?? false
+            let expected = continues ? incomingSnapshot!.nextOffset : 0
             send(to: sender, .snapshotResponse(nextOffset: expected, done: false, snapshotIndex: metadata.index))
             return
         }
         chunksToStage.append(chunk)
         let next = chunk.offset + UInt64(chunk.data.count)
         guard chunk.isLast else {
-            incomingSnapshot = (metadata, next)
+            incomingSnapshot = (metadata, sender, term, next)
             send(to: sender, .snapshotResponse(nextOffset: next, done: false, snapshotIndex: metadata.index))
             return
         }
@@ -676,8 +679,10 @@ public struct RaftCore {
                     send(to: peer, .timeoutNow)
                 }
             } else if wasProbe {
+                // Nothing new was matched (a duplicate or late answer): probe again only if entries remain to
+                // send, or an empty probe and its answer would bounce back and forth forever.
                 progress[peer]!.probeSent = false
-                sendAppend(to: peer)
+                if progress[peer]!.match < log.lastIndex { sendAppend(to: peer) }
             }
         } else {
             var hint = hintIndex
