@@ -291,9 +291,9 @@ public enum KVCommandCodec {
             let limit = try signed()
             let revision = try signed()
             let orderRaw = try byte()
-            guard let sortOrder = SortOrder(rawValue: orderRaw) else { throw failure("unknown sort order \(orderRaw)") }
+            guard let sortOrder = RangeRequest.SortOrder(rawValue: orderRaw) else { throw failure("unknown sort order \(orderRaw)") }
             let targetRaw = try byte()
-            guard let sortTarget = SortTarget(rawValue: targetRaw) else { throw failure("unknown sort target \(targetRaw)") }
+            guard let sortTarget = RangeRequest.SortTarget(rawValue: targetRaw) else { throw failure("unknown sort target \(targetRaw)") }
             let flags = try flags(allowed: 3)
             return RangeRequest(key: key, rangeEnd: rangeEnd, limit: limit, revision: revision, sortOrder: sortOrder,
                                 sortTarget: sortTarget, keysOnly: flags & 1 != 0, countOnly: flags & 2 != 0,

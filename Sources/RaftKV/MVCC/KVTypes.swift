@@ -73,18 +73,18 @@ public enum KeyRange: Sendable, Hashable {
     }
 }
 
-/// Sort order of a range (`RangeRequest.SortOrder`).
-public enum SortOrder: UInt8, Sendable, Hashable, CaseIterable {
-    case none = 0, ascend = 1, descend = 2
-}
-
-/// What a range sorts by (`RangeRequest.SortTarget`).
-public enum SortTarget: UInt8, Sendable, Hashable, CaseIterable {
-    case key = 0, version = 1, create = 2, mod = 3, value = 4
-}
-
 /// etcd's `RangeRequest` (without `serializable`, which only matters to the read path above the store).
 public struct RangeRequest: Sendable, Hashable {
+    /// Sort order of a range.
+    public enum SortOrder: UInt8, Sendable, Hashable, CaseIterable {
+        case none = 0, ascend = 1, descend = 2
+    }
+
+    /// What a range sorts by.
+    public enum SortTarget: UInt8, Sendable, Hashable, CaseIterable {
+        case key = 0, version = 1, create = 2, mod = 3, value = 4
+    }
+
     public var key: [UInt8]
     public var rangeEnd: [UInt8]
     /// Maximum number of keys returned; 0 = no limit.

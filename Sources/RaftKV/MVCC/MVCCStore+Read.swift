@@ -191,7 +191,7 @@ extension MVCCStore {
 
     /// Sorts by `target`; ties (which etcd leaves in an unspecified order) are broken by ascending key so every
     /// member answers the same.
-    static func sort(_ kvs: inout [KeyValue], by target: SortTarget, descending: Bool) {
+    static func sort(_ kvs: inout [KeyValue], by target: RangeRequest.SortTarget, descending: Bool) {
         func compare(_ a: KeyValue, _ b: KeyValue) -> Int {
             switch target {
             case .key: return 0
