@@ -87,7 +87,12 @@ struct MVCCReference {
         if revision < compactedRevision { throw KVError.compacted }
         let all = live(request.keyRange, at: revision)
         if request.countOnly { return RangeResponse(revision: readRevision, count: Int64(all.count)) }
-        var kvs = all.filter { kv in
+        // etcd decides whether to fetch everything from the requested order, before defaulting NONE to ASCEND for
+        // other targets: so NONE + limit sorts only the first limit+1 keys.
+        let fetchAll = request.sortOrder != .none || request.minModRevision != 0 || request.maxModRevision != 0
+            || request.minCreateRevision != 0 || request.maxCreateRevision != 0
+        let fetched = !fetchAll && request.limit > 0 ? Array(all.prefix(Int(request.limit) + 1)) : all
+        var kvs = fetched.filter { kv in
             (request.maxModRevision == 0 || kv.modRevision <= request.maxModRevision)
                 && (request.minModRevision == 0 || kv.modRevision >= request.minModRevision)
                 && (request.maxCreateRevision == 0 || kv.createRevision <= request.maxCreateRevision)

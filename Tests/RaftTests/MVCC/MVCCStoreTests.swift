@@ -153,6 +153,9 @@ import Testing
         // NONE with a target other than KEY sorts ascending, as etcd does.
         #expect(try sorted(.none, .value) == ["c", "b", "a"])
         #expect(try sorted(.descend, .version) == ["c", "a", "b"])
+        // etcd picks "fetch everything" from the requested order, so NONE + limit sorts only the first limit+1 keys.
+        #expect(try sorted(.none, .value, limit: 1) == ["b"])
+        #expect(try sorted(.ascend, .value, limit: 1) == ["c"])
         #expect(try sorted(.descend, .mod, limit: 1) == ["c"])
         var filtered = all
         filtered.minModRevision = 4
