@@ -1,0 +1,62 @@
+/// The gRPC status code an error maps to, so the RPC layer can answer exactly as etcd does.
+public enum KVStatusCode: Int, Sendable, Hashable {
+    case invalidArgument = 3
+    case notFound = 5
+    case failedPrecondition = 9
+    case resourceExhausted = 8
+    case outOfRange = 11
+    case unavailable = 14
+    case dataLoss = 15
+    case `internal` = 13
+}
+
+/// A request the store refused. `description` is etcd's exact message, which clients match on.
+public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
+    case compacted
+    case futureRevision
+    case noSpace
+    case tooManyOperations
+    case emptyKey
+    case keyNotFound
+    case valueProvided
+    case leaseProvided
+    case duplicateKey
+    case leaseNotFound
+    case leaseExists
+    case leaseTTLTooLarge
+    case requestTooLarge
+    /// A log entry whose bytes are not a command this version understands.
+    case malformedCommand(String)
+
+    public var description: String {
+        switch self {
+        case .compacted: return "etcdserver: mvcc: required revision has been compacted"
+        case .futureRevision: return "etcdserver: mvcc: required revision is a future revision"
+        case .noSpace: return "etcdserver: mvcc: database space exceeded"
+        case .tooManyOperations: return "etcdserver: too many operations in txn request"
+        case .emptyKey: return "etcdserver: key is not provided"
+        case .keyNotFound: return "etcdserver: key not found"
+        case .valueProvided: return "etcdserver: value is provided"
+        case .leaseProvided: return "etcdserver: lease is provided"
+        case .duplicateKey: return "etcdserver: duplicate key given in txn request"
+        case .leaseNotFound: return "etcdserver: requested lease not found"
+        case .leaseExists: return "etcdserver: lease already exists"
+        case .leaseTTLTooLarge: return "etcdserver: too large lease TTL"
+        case .requestTooLarge: return "etcdserver: request is too large"
+        case .malformedCommand(let why): return "etcdserver: malformed command: \(why)"
+        }
+    }
+
+    public var code: KVStatusCode {
+        switch self {
+        case .compacted, .futureRevision, .leaseTTLTooLarge: return .outOfRange
+        case .noSpace: return .resourceExhausted
+        case .tooManyOperations, .emptyKey, .keyNotFound, .valueProvided, .leaseProvided, .duplicateKey,
+             .requestTooLarge:
+            return .invalidArgument
+        case .leaseNotFound: return .notFound
+        case .leaseExists: return .failedPrecondition
+        case .malformedCommand: return .internal
+        }
+    }
+}
