@@ -298,10 +298,13 @@ import Testing
     /// A deposed leader holds twenty entries of term 2 that never committed; the current leader's log has
     /// twenty-six entries of term 3 in their place. Fast backtracking finds the divergence in one rejection
     /// instead of one per entry.
-    @Test func fastBacktrackingSkipsADivergentTermInOneRoundTrip() throws {
+    /// 1 led term 2 and, cut off, appended twenty entries (5...24, term 2) that never committed; meanwhile 2 led
+    /// term 3 (entries 5...30 committed with 3) and handed leadership to 3 (term 4). 1 is still cut off.
+    static func divergedFormerLeader(configure: @escaping (inout RaftConfiguration) -> Void = { _ in }) throws -> ScenarioNetwork {
         let net = try ScenarioNetwork(voters: [1, 2, 3]) {
             $0.preVote = false
             $0.checkQuorum = false
+            configure(&$0)
         }
         net.elect(1)
         net.isolate(1)
@@ -320,6 +323,11 @@ import Testing
         #expect(net[3].role == .leader && net[3].term == 4)
         #expect(net[1].role == .leader && net[1].term == 2, "1 is cut off and still believes it leads")
 
+        return net
+    }
+
+    @Test func fastBacktrackingSkipsADivergentTermInOneRoundTrip() throws {
+        let net = try Self.divergedFormerLeader()
         net.heal()
         net.clearTrace()
         net.tick(3)
@@ -435,6 +443,21 @@ import Testing
 
 #if DEBUG
 extension ScenarioTests {
+    /// The fast-backtracking scenario with a follower that keeps its conflicting suffix: 1 answers the leader's
+    /// append from 4/2 by keeping its own term-2 entries 5...24, so it applies them where everyone else
+    /// applied the term-3 entries.
+    @Test func keepConflictingSuffixMakesAFollowerApplyStaleEntries() throws {
+        let net = try Self.divergedFormerLeader { $0.injectedBugs = [.keepConflictingSuffix] }
+        net.heal()
+        net.tick(3)
+        net.stabilize()
+        net.tick(3)
+        net.stabilize()
+        #expect(net.logTerms(1, from: 5).first == "5/2", "the bug: 1 kept its stale entry 5")
+        #expect(net.node(1).machine.values.first == "old1")
+        #expect(net.appliedConflicts().contains("index 5: node 1 applied 5/2:old1, node 2 applied 5/3"))
+    }
+
     /// The stale-log scenario with votes granted without the log check: node 3, which lacks committed entry 5,
     /// wins and overwrites it, so two nodes apply different entries at index 5.
     @Test func voteWithoutLogCheckLetsAStaleCandidateOverwriteACommittedEntry() throws {
@@ -931,6 +954,15 @@ extension ScenarioTests {
         net.crash(2)
         try net.restart(2)
         #expect(net[2].membership == Membership(voters: [1, 2, 3, 4]))
+
+        // A state machine that lost everything restarts from the snapshot and re-applies the committed rest,
+        // membership changes included.
+        let applied = net.node(3).machine
+        net.crash(3)
+        net.node(3).machine = RecordingStateMachine()
+        try net.restart(3)
+        #expect(net.node(3).machine == applied)
+        #expect(net[3].membership == Membership(voters: [1, 2, 3, 4]))
         #expect(net.harnessErrors.isEmpty)
     }
 
