@@ -17,6 +17,8 @@ struct Progress: Equatable {
     var probeSent = false
     /// Last index of each append in flight, oldest first; bounded by the core's `maxInflightMessages`.
     var inflight: [LogIndex] = []
+    /// The highest commit index sent to this follower, so the leader knows whom a new commit has not reached.
+    var sentCommit: LogIndex = 0
     /// Heard from since the last check-quorum round.
     var recentActive = false
     var isLearner: Bool

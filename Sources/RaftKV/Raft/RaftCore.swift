@@ -593,6 +593,12 @@ public struct RaftCore {
             send(to: sender, .snapshotResponse(nextOffset: 0, done: true, snapshotIndex: metadata.index))
             return
         }
+        if log.pendingSnapshot != nil {
+            // The previous snapshot is complete but not installed yet: staging another now would overwrite the
+            // staged data it is about to be installed from. The leader retries after the next heartbeat.
+            send(to: sender, .snapshotResponse(nextOffset: 0, done: false, snapshotIndex: metadata.index))
+            return
+        }
         if chunk.offset == 0 {
             incomingSnapshot = (metadata, sender, term, 0)
         }
@@ -674,15 +680,19 @@ public struct RaftCore {
                     broadcastAppend()
                 } else {
                     sendAppendsWhileUnpaused(to: peer)
+                    // A follower that was paused when the commit advanced has not heard of it: tell it now rather
+                    // than at the next heartbeat.
+                    if progress[peer]!.sentCommit < min(progress[peer]!.match, log.committed) { sendAppend(to: peer) }
                 }
                 if peer == leadershipTransferee && progress[peer]!.match == log.lastIndex {
                     send(to: peer, .timeoutNow)
                 }
             } else if wasProbe {
-                // Nothing new was matched (a duplicate or late answer): probe again only if entries remain to
-                // send, or an empty probe and its answer would bounce back and forth forever.
-                progress[peer]!.probeSent = false
-                if progress[peer]!.match < log.lastIndex { sendAppend(to: peer) }
+                // Nothing new was matched, yet the follower confirms our match: replicate from there. Probing again
+                // with an empty append would bounce back and forth forever when there is nothing new to send.
+                if matchIndex == progress[peer]!.match { progress[peer]!.becomeReplicate() } else { progress[peer]!.probeSent = false }
+                sendAppendsWhileUnpaused(to: peer)
+                if progress[peer]!.state == .probe && progress[peer]!.match < log.lastIndex { sendAppend(to: peer) }
             }
         } else {
             var hint = hintIndex
@@ -745,6 +755,7 @@ public struct RaftCore {
         case .snapshot:
             preconditionFailure("appends are paused while a snapshot streams")
         }
+        entry.sentCommit = max(entry.sentCommit, min(log.committed, prevIndex + LogIndex(entries.count)))
         progress[peer] = entry
         send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: log.committed))
     }
@@ -777,6 +788,7 @@ public struct RaftCore {
     mutating func broadcastHeartbeat() {
         for peer in progress.keys.sorted() where peer != id {
             let commit = min(progress[peer]!.match, log.committed)
+            progress[peer]!.sentCommit = max(progress[peer]!.sentCommit, commit)
             send(to: peer, .heartbeat(commit: commit, readSequence: readSequence))
         }
     }
@@ -890,9 +902,11 @@ public struct RaftCore {
             return
         }
         let lastIndex = log.lastIndex
-        for member in membership.members where progress[member] == nil {
+        var added: [NodeID] = []
+        for member in membership.members.sorted() where progress[member] == nil {
             progress[member] = Progress(next: lastIndex + 1, isLearner: membership.learners.contains(member))
             progress[member]!.recentActive = true
+            added.append(member)
         }
         for member in Array(progress.keys) {
             if !membership.contains(member) {
@@ -913,8 +927,12 @@ public struct RaftCore {
             becomeFollower(term: term, leader: 0)
             return
         }
-        _ = maybeCommit()
-        broadcastAppend()
+        // A smaller quorum may commit more at once; a new member needs its first probe.
+        if maybeCommit() {
+            broadcastAppend()
+        } else {
+            for member in added { sendAppend(to: member) }
+        }
         releaseConfirmedReads()
     }
 

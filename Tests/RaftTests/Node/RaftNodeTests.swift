@@ -3,7 +3,7 @@ import Testing
 @testable import RaftKV
 
 /// A state machine that records applied values, with file snapshots, for driver tests.
-final class RecordingStateMachine: StateMachine, @unchecked Sendable {
+final class ValueRecordingStateMachine: StateMachine, @unchecked Sendable {
     private let lock = NSLock()
     private var values: [String] = []
     private var applied: LogIndex = 0
@@ -47,7 +47,7 @@ final class RecordingStateMachine: StateMachine, @unchecked Sendable {
 final class LocalCluster: @unchecked Sendable {
     let transport = LocalTransport()
     var nodes: [NodeID: RaftNode] = [:]
-    var machines: [NodeID: RecordingStateMachine] = [:]
+    var machines: [NodeID: ValueRecordingStateMachine] = [:]
     var storages: [NodeID: any DurableLogStorage] = [:]
     var tasks: [NodeID: Task<Void, any Error>] = [:]
     let directory: URL
@@ -59,11 +59,11 @@ final class LocalCluster: @unchecked Sendable {
             let storage: any DurableLogStorage = sqlite
                 ? try SQLiteLogStorage(directory: directory.appendingPathComponent("\(id)"))
                 : MemoryLogStorage()
-            try start(id, storage: storage, machine: RecordingStateMachine(), bootstrap: members, snapshotEveryEntries: snapshotEveryEntries)
+            try start(id, storage: storage, machine: ValueRecordingStateMachine(), bootstrap: members, snapshotEveryEntries: snapshotEveryEntries)
         }
     }
 
-    func start(_ id: NodeID, storage: any DurableLogStorage, machine: RecordingStateMachine, bootstrap: Membership?, snapshotEveryEntries: UInt64 = 10_000) throws {
+    func start(_ id: NodeID, storage: any DurableLogStorage, machine: ValueRecordingStateMachine, bootstrap: Membership?, snapshotEveryEntries: UInt64 = 10_000) throws {
         var configuration = RaftConfiguration(id: id)
         configuration.electionTimeoutTicks = 20
         configuration.heartbeatTicks = 2
@@ -205,7 +205,7 @@ final class LocalCluster: @unchecked Sendable {
         let cluster = try LocalCluster(size: 3, sqlite: false)
         for i in 1...3 { _ = try await cluster.propose("m\(i)") }
         let leader = try await cluster.leader()
-        let machine = RecordingStateMachine()
+        let machine = ValueRecordingStateMachine()
         try cluster.start(4, storage: MemoryLogStorage(), machine: machine, bootstrap: nil)
         try await leader.proposeConfigChange(.addLearner(4))
         try await cluster.waitUntil { machine.appliedValues.count == 3 }

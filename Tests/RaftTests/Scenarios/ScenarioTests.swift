@@ -53,18 +53,14 @@ import Testing
         #expect(net.harnessErrors.isEmpty)
     }
 
-    /// After the election round, with no tick at all, every follower should know that the no-op is committed.
-    /// The core tells only the follower whose acknowledgement committed it: a follower that was still being
-    /// probed when the commit happened gets no append when its own acknowledgement arrives, and learns the
-    /// commit index only at the next heartbeat (etcd sends an empty append to a follower that was paused).
+    /// After the election round, with no tick at all, every follower knows that the no-op is committed: a
+    /// follower that was still being probed when the commit happened is sent an (empty) append carrying the new
+    /// commit index when its own acknowledgement arrives, rather than waiting for the next heartbeat.
     @Test func everyFollowerLearnsTheCommitWithoutWaitingForAHeartbeat() throws {
         let net = try ScenarioNetwork(voters: [1, 2, 3])
         net.elect(1)
         #expect(net[2].commitIndex == 4)
-        withKnownIssue("a follower paused in probe state when the commit advanced is not told the new commit index until the next heartbeat") {
-            #expect(net[3].commitIndex == 4)
-        }
-        // One heartbeat round fixes it.
+        #expect(net[3].commitIndex == 4)
         net.tick(1)
         net.stabilize()
         #expect(net[3].commitIndex == 4)
@@ -556,22 +552,18 @@ extension ScenarioTests {
     }
 
     /// Once the last chunk is acknowledged, the leader marks the follower as matching the snapshot index and
-    /// probes it with an empty append. The follower accepts (match = 14), but `handleAppendResponse` treats an
-    /// acceptance that does not raise `match` in probe state as "probe again" (`else if wasProbe { ...
-    /// sendAppend }`) instead of switching to replicate (etcd: `pr.Match == m.Index && pr.State == probe`
-    /// → become replicate). Since `handleSnapshotResponse` already set match to 14, every acceptance is such a
-    /// non-raising one: leader and follower exchange empty appends forever, until a new entry is proposed.
+    /// probes it with an empty append. The follower's acceptance does not raise `match` (it is already 14); the
+    /// leader must take it as confirmation and move to replicate, not probe again: otherwise leader and follower
+    /// would exchange empty appends until a new entry is proposed (a livelock this test caught).
     @Test func snapshotCompletionDoesNotPingPongEmptyAppends() throws {
         let net = try Self.compactedClusterWithNodeThreeBehind()
         net.tick(1)
         let quiet = net.quietens(within: 300)
         let emptyAppends = net.deliveredMessages { $0.to == 3 && $0.isAppend && $0.appendedEntries.isEmpty }.count
-        withKnownIssue("livelock: after a snapshot completes, leader and follower exchange empty MsgApp/MsgAppResp(match=14) forever while the leader has nothing newer (RaftCore.handleAppendResponse, `else if wasProbe` branch)") {
-            #expect(quiet, "\(net.trace.suffix(4))")
-            #expect(emptyAppends <= 2)
-        }
+        #expect(quiet, "\(net.trace.suffix(4))")
+        #expect(emptyAppends <= 2)
         #expect(net.node(3).storage.snapshotMetadata.index == 14)
-        // A new proposal breaks the loop: the next acceptance raises match and the follower goes to replicate.
+        // Replication continues normally afterwards.
         try net.propose(1, "breaks the loop")
         #expect(net.quietens(within: 300))
         #expect(net[1].progress[3]?.state == .replicate)
