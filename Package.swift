@@ -69,5 +69,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
+        .testTarget(
+            name: "EtcdAPITests",
+            dependencies: [
+                "EtcdAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
     ]
 )
