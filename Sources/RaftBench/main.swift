@@ -26,9 +26,20 @@ struct RaftBench: AsyncParsableCommand {
     @Option(help: "Where to put the temporary data directories.")
     var directory: String = FileManager.default.temporaryDirectory.path
 
+    @Flag(help: "Run only the embedded-store benchmark (puts through KVStore, range latency, size).")
+    var store = false
+
+    @Option(help: "Keys the embedded-store benchmark writes (256-byte values unless --entry-bytes says otherwise).")
+    var storeKeys: Int = 100_000
+
     func run() async throws {
         let root = URL(fileURLWithPath: directory).appendingPathComponent("raftbench-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
+        if store {
+            try await StoreBench(keys: storeKeys, valueBytes: entryBytes, clients: clients,
+                                 directory: root.appendingPathComponent("store")).run()
+            return
+        }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; entries of \(entryBytes) bytes")
         print("SQLite log append (WAL, synchronous=FULL, one transaction and one fsync per batch):")
         print("  batch   entries/s   fsyncs/s")

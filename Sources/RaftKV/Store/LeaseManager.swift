@@ -175,7 +175,11 @@ public final class LeaseManager: @unchecked Sendable {
     /// etcd's pile-up avoidance: at most 3/4 of the revoke rate expire in any one-second window after promotion.
     private func spreadPiledUpExpiries(extend: Duration, now: ContinuousClock.Instant) {
         guard leases.count >= configuration.revokeRatePerSecond else { return }
-        let byExpiry = leases.sorted { ($0.value.expiry ?? now) < ($1.value.expiry ?? now) }
+        // Ties go by ID, so that which leases are pushed back does not depend on dictionary order.
+        let byExpiry = leases.sorted { a, b in
+            let (left, right) = (a.value.expiry ?? now, b.value.expiry ?? now)
+            return left != right ? left < right : a.key < b.key
+        }
         guard let first = byExpiry.first?.value.expiry else { return }
         var baseWindow = now.duration(to: first)
         var nextWindow = baseWindow + .seconds(1)

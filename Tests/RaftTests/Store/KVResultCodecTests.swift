@@ -48,7 +48,7 @@ import Testing
     }
 
     @Test func smallResultsStaySmall() {
-        #expect(KVResultCodec.encode(.success(.put(PutResponse(revision: 100)))).count == 5)
+        #expect(KVResultCodec.encode(.success(.put(PutResponse(revision: 100)))).count == 6)
         #expect(KVResultCodec.encode(.failure(.compacted)).count == 3)
     }
 
