@@ -310,8 +310,12 @@ public final class KVStore: Sendable {
 
     /// etcd's `LeaseGrant`. `ttlSeconds` below ``Configuration/minLeaseTTLSeconds`` is raised to it (as etcd's
     /// `minLeaseTTL`); `id` 0 lets the store choose a (random, positive) ID.
+    ///
+    /// Served by the leader once it is the primary lessor, like keep-alive: so the lease's timer starts when the
+    /// grant is applied, not at a later promotion. A follower fails with ``KVError/notLeader(leader:)``.
     public func grant(ttlSeconds: Int64, id: LeaseID = 0) async throws -> LeaseGrantResponse {
         let ttl = max(ttlSeconds, configuration.minLeaseTTLSeconds)
+        try await awaitPrimary()
         for _ in 0..<8 {
             let chosen = id != 0 ? id : LeaseID.random(in: 1...LeaseID.max)
             try KVValidation.check(KVCommand.leaseGrant(id: chosen, ttlSeconds: ttlSeconds))

@@ -6,14 +6,14 @@ import Testing
 @Suite(.serialized) struct StoreClusterTests {
     @Test func writesOnTheLeaderAreReadLinearizablyOnFollowers() async throws {
         let cluster = try StoreCluster(size: 3)
-        let leader = try await cluster.leader()
         for i in 1...10 {
-            try await leader.put("key-\(i)", "value-\(i)")
-            // Right after the acknowledgement, on every follower, without waiting: ReadIndex makes it visible.
-            for follower in cluster.followers(of: leader) {
-                #expect(try await follower.get("key-\(i)")?.value == u8("value-\(i)"))
+            try await cluster.onLeader { try await $0.put("key-\(i)", "value-\(i)") }
+            // Right after the acknowledgement, on every member, without waiting: ReadIndex makes it visible.
+            for member in cluster.members.values.map(\.store) {
+                #expect(try await member.get("key-\(i)")?.value == u8("value-\(i)"))
             }
         }
+        let leader = try await cluster.leader()
         let response = try await cluster.followers(of: leader)[0].prefix(u8("key-"))
         #expect(response.count == 10)
         // Read-only transactions on a follower are served locally after the barrier too.
@@ -52,8 +52,8 @@ import Testing
 
     @Test func leaderLossElectsANewLeaderWithTheDataIntact() async throws {
         let cluster = try StoreCluster(size: 3)
+        for i in 1...20 { try await cluster.onLeader { try await $0.put("key-\(i)", "value-\(i)") } }
         let first = try await cluster.leader()
-        for i in 1...20 { try await first.put("key-\(i)", "value-\(i)") }
         let hash = try first.hashKV()
         await cluster.stop(first.memberID)
 
@@ -61,7 +61,7 @@ import Testing
         #expect(second.memberID != first.memberID)
         #expect(try second.hashKV() == hash)
         #expect(try await second.prefix(u8("key-")).count == 20)
-        let revision = try await second.put("after", "failover").revision
+        let revision = try await cluster.onLeader { try await $0.put("after", "failover").revision }
         #expect(revision == hash.revision + 1)
         let survivor = cluster.followers(of: second)[0]
         #expect(try await survivor.get("after")?.modRevision == revision)
@@ -76,13 +76,13 @@ import Testing
 
     @Test func expiredLeaseIsRevokedOnEveryMemberAtOneRevision() async throws {
         let cluster = try StoreCluster(size: 3)
-        let leader = try await cluster.leader()
-        let lease = try await leader.grant(ttlSeconds: 5)
-        for key in ["a", "b", "c"] { try await leader.put(key, "v", lease: lease.id) }
-        let revision = try await leader.put("other", "v").revision
-        cluster.clock.advance(by: .seconds(6))
+        let lease = try await cluster.onLeader { try await $0.grant(ttlSeconds: 5) }
+        for key in ["a", "b", "c"] { try await cluster.onLeader { try await $0.put(key, "v", lease: lease.id) } }
+        let revision = try await cluster.onLeader { try await $0.put("other", "v").revision }
         for member in cluster.members.values.map(\.store) {
             try await eventually("member \(member.memberID) revoked the lease") {
+                // Advancing on every poll: a leader change in between restarts the lease's full TTL.
+                cluster.clock.advance(by: .seconds(6))
                 let revoked = try await member.leases().isEmpty
                 let current = try await member.status().revision
                 return revoked && current == revision + 1
@@ -111,7 +111,7 @@ import Testing
 
         let next = try await cluster.leader()
         var ttl = try await next.timeToLive(lease.id)
-        #expect(ttl.ttlSeconds == 40) // 40 s checkpointed + the 50 ms election-timeout extension, truncated
+        #expect(ttl.ttlSeconds == 40) // 40 s checkpointed + the 150 ms election-timeout extension, truncated
         #expect(ttl.grantedTTLSeconds == 60)
         // A keep-alive gives the whole TTL back and clears the checkpoint for any later leader.
         #expect(try await next.keepAlive(lease.id).ttlSeconds == 60)

@@ -18,11 +18,12 @@ final class StoreScratch: @unchecked Sendable {
     func member(_ id: NodeID) -> URL { url.appendingPathComponent("m\(id)") }
 }
 
-/// Fast timings: 5 ms ticks, 50–100 ms elections, lease timers every 10 ms.
+/// Fast timings: 5 ms ticks, 150–300 ms elections (shorter ones depose leaders on a loaded machine), lease timers
+/// every 10 ms.
 func fastConfiguration(clock: ManualLeaseClock? = nil) -> KVStore.Configuration {
     var configuration = KVStore.Configuration()
     configuration.tickInterval = .milliseconds(5)
-    configuration.electionTimeoutTicks = 10
+    configuration.electionTimeoutTicks = 30
     configuration.heartbeatTicks = 1
     configuration.requestTimeout = .seconds(3)
     configuration.leaseTickInterval = .milliseconds(10)
@@ -124,6 +125,21 @@ final class StoreCluster: @unchecked Sendable {
             return false
         }
         return found!
+    }
+
+    /// Runs `body` on the current leader, again on the next one when leadership moved under it (the request was
+    /// then not applied: "leader changed" means a new leader's log replaced it).
+    @discardableResult
+    func onLeader<T>(_ body: (KVStore) async throws -> T) async throws -> T {
+        for _ in 0..<20 {
+            let leader = try await leader()
+            do {
+                return try await body(leader)
+            } catch KVError.leaderChanged, KVError.notLeader, KVError.noLeader {
+                continue
+            }
+        }
+        throw KVError.noLeader
     }
 
     func followers(of leader: KVStore) -> [KVStore] {
