@@ -417,8 +417,13 @@ public final class KVStore: Sendable {
 
     private static let unexpectedResponse = KVError.malformedCommand("unexpected response kind")
 
-    /// Proposes `command` and returns its applied response, retrying while no leader is known (an election) until
-    /// the request timeout.
+    /// Waits are counted in ticks slept, like the node's own request timeout, not in wall-clock time: a process
+    /// that was not scheduled for a while (a paused VM, a starved thread pool) must not time out requests that
+    /// nothing had a chance to serve.
+    private var requestTimeoutTicks: Int { max(1, Int(configuration.requestTimeout / configuration.tickInterval)) }
+
+    /// Proposes `command` and returns its applied response, retrying while no leader is known (an election) for up
+    /// to the request timeout.
     func propose(_ command: KVCommand) async throws -> KVResponse {
         let data = KVCommandCodec.encode(command)
         if data.count > configuration.maxRequestBytes { throw KVError.requestTooLarge }
@@ -452,7 +457,7 @@ public final class KVStore: Sendable {
     /// timeout; maps the node's errors to etcd's.
     private func retryingWithoutLeader<T>(retryLeaderChange: Bool = false,
                                           _ request: () async throws -> T) async throws -> T {
-        let deadline = ContinuousClock.now.advanced(by: configuration.requestTimeout)
+        var waits = 0
         while true {
             do {
                 return try await request()
@@ -464,7 +469,8 @@ public final class KVStore: Sendable {
                 case .leaderChanged: retryable = retryLeaderChange
                 default: retryable = false
                 }
-                guard retryable, ContinuousClock.now < deadline else { throw mapped }
+                guard retryable, waits < requestTimeoutTicks else { throw mapped }
+                waits += 1
                 try await Task.sleep(for: configuration.tickInterval)
             }
         }
@@ -473,7 +479,7 @@ public final class KVStore: Sendable {
     /// Waits (up to the request timeout) until this member is the primary lessor; fails with
     /// ``KVError/notLeader(leader:)`` at once when another member leads.
     private func awaitPrimary() async throws {
-        let deadline = ContinuousClock.now.advanced(by: configuration.requestTimeout)
+        var waits = 0
         while true {
             await updateLeadership()
             if leaseManager.isPrimary { return }
@@ -481,7 +487,8 @@ public final class KVStore: Sendable {
             if status.role != .leader && status.leader != 0 && status.leader != memberID {
                 throw KVError.notLeader(leader: status.leader)
             }
-            guard ContinuousClock.now < deadline else { throw status.leader == 0 ? KVError.noLeader : KVError.timeout }
+            guard waits < requestTimeoutTicks else { throw status.leader == 0 ? KVError.noLeader : KVError.timeout }
+            waits += 1
             try await Task.sleep(for: configuration.tickInterval)
         }
     }
