@@ -27,6 +27,20 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case requestTooLarge
     /// A log entry whose bytes are not a command this version understands.
     case malformedCommand(String)
+    // Cluster conditions, raised above the store (by the embedded API) rather than by applying.
+    /// No leader is known (an election is under way or this member is cut off).
+    case noLeader
+    /// This member is not the leader; `leader` is the one it knows (0 = none). Requests only the leader serves
+    /// (lease keep-alive and time-to-live) fail with it so that the server layer can forward them.
+    case notLeader(leader: NodeID)
+    /// The proposal was overtaken by a new leader's log before it committed; retrying is safe.
+    case leaderChanged
+    /// No answer within the request timeout; the request may or may not have been applied.
+    case timeout
+    /// The member stopped (shut down, removed from the cluster, or failed to persist).
+    case stopped
+    /// Too many proposals are waiting to commit.
+    case tooManyRequests
 
     public var description: String {
         switch self {
@@ -44,6 +58,12 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case .leaseTTLTooLarge: return "etcdserver: too large lease TTL"
         case .requestTooLarge: return "etcdserver: request is too large"
         case .malformedCommand(let why): return "etcdserver: malformed command: \(why)"
+        case .noLeader: return "etcdserver: no leader"
+        case .notLeader: return "etcdserver: not leader"
+        case .leaderChanged: return "etcdserver: leader changed"
+        case .timeout: return "etcdserver: request timed out"
+        case .stopped: return "etcdserver: server stopped"
+        case .tooManyRequests: return "etcdserver: too many requests"
         }
     }
 
@@ -57,6 +77,9 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case .leaseNotFound: return .notFound
         case .leaseExists: return .failedPrecondition
         case .malformedCommand: return .internal
+        case .noLeader, .leaderChanged, .timeout, .stopped: return .unavailable
+        case .tooManyRequests: return .resourceExhausted
+        case .notLeader: return .failedPrecondition
         }
     }
 }

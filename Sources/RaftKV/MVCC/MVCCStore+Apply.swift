@@ -148,6 +148,20 @@ extension MVCCStore {
         }
     }
 
+    /// Serves a transaction that only reads (``TxnRequest/isReadOnly``) from the local state, outside the log, as
+    /// etcd serves read-only transactions like ranges. Takes no revision and writes nothing.
+    public func readOnlyTxn(_ request: TxnRequest) throws -> TxnResponse {
+        precondition(request.isReadOnly, "only read-only transactions are served outside the log")
+        beginWrite()
+        defer {
+            pendingEvents = []
+            valuesBeforeWrite = [:]
+        }
+        let response = try txn(request)
+        precondition(changeCount == 0, "a read-only transaction changed the store")
+        return response
+    }
+
     static func cost(of request: PutRequest) -> Int {
         putOverheadBytes + request.key.count + request.value.count
     }
