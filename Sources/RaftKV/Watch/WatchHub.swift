@@ -63,7 +63,6 @@ public final class WatchHub: @unchecked Sendable {
     private var compacted: Revision
     private var streams: [UInt64: StreamState] = [:]
     private var nextStreamID: UInt64 = 1
-    private var nextWatcherSerial: UInt64 = 1
     /// Synced watchers of a single key, by key.
     private var syncedByKey: [[UInt8]: [ObjectIdentifier: Watcher]] = [:]
     /// Synced watchers of a range (scanned for each event).
@@ -71,6 +70,9 @@ public final class WatchHub: @unchecked Sendable {
     private var unsynced: [ObjectIdentifier: Watcher] = [:]
     /// Streams with a progress request not yet answered.
     private var streamsAwaitingProgress: Set<UInt64> = []
+    /// How often watchers fell back to history, and history reads done (tests check both paths ran).
+    private(set) var fallbacks = 0
+    private(set) var historyReads = 0
     /// Continuations to resume once the lock is released.
     private var resumes: [() -> Void] = []
 
@@ -172,6 +174,7 @@ public final class WatchHub: @unchecked Sendable {
     public var streamCount: Int { locked { streams.count } }
     public var watcherCount: Int { locked { streams.values.reduce(0) { $0 + $1.watchers.count } } }
     public var unsyncedWatcherCount: Int { locked { unsynced.count } }
+    var statistics: (fallbacks: Int, historyReads: Int) { locked { (fallbacks, historyReads) } }
 
     // MARK: Background work
 
@@ -262,6 +265,7 @@ public final class WatchHub: @unchecked Sendable {
             result = .failure(error)
         }
         locked {
+            historyReads += 1
             switch result {
             case .failure(let error):
                 // Retrying could spin forever on a broken file: end these watches and say why.
@@ -446,9 +450,8 @@ public final class WatchHub: @unchecked Sendable {
             }
             // 0 = from the next revision; a negative start reads all history that is left, as in etcd.
             let start = request.startRevision == 0 ? revision + 1 : max(request.startRevision, 1)
-            let watcher = Watcher(serial: nextWatcherSerial, stream: stream, id: watchID, range: range,
+            let watcher = Watcher(stream: stream, id: watchID, range: range,
                                   startRevision: start, request: request)
-            nextWatcherSerial += 1
             stream.watchers[watchID] = watcher
             let response = WatchResponse(headerRevision: revision, watchID: watchID, created: true)
             enqueue(response, on: stream, for: nil, control: true)
@@ -516,6 +519,7 @@ public final class WatchHub: @unchecked Sendable {
             if watcher.bufferedEvents + shaped.count > configuration.maxBufferedEventsPerWatcher
                 || watcher.bufferedBytes + bytes > configuration.maxBufferedBytesPerWatcher {
                 // Slow consumer: stop feeding it live; it reads this revision and what follows from history.
+                fallbacks += 1
                 unsync(watcher)
                 return
             }
@@ -699,7 +703,6 @@ public final class WatchHub: @unchecked Sendable {
 
 /// One watcher. Only touched with the hub's lock held.
 final class Watcher {
-    let serial: UInt64
     let stream: StreamState
     let id: Int64
     let range: KeyRange
@@ -718,9 +721,8 @@ final class Watcher {
     var bufferedResponses = 0
     var sentEventsSinceTick = false
 
-    init(serial: UInt64, stream: StreamState, id: Int64, range: KeyRange, startRevision: Revision,
+    init(stream: StreamState, id: Int64, range: KeyRange, startRevision: Revision,
          request: WatchCreateRequest) {
-        self.serial = serial
         self.stream = stream
         self.id = id
         self.range = range

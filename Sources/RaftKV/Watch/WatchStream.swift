@@ -19,7 +19,8 @@ public final class WatchStream: Sendable {
     /// The responses, in order; ends when the stream is closed. Iterate it from one task only.
     public var responses: AsyncStream<WatchResponse> {
         // Holding the stream keeps it open while the sequence is iterated.
-        AsyncStream(unfolding: { await self.next() })
+        // AsyncStream may end on cancellation without calling the closure again: close the stream then too.
+        AsyncStream(unfolding: { await self.next() }, onCancel: { self.close() })
     }
 
     /// The next response, waiting for one; nil once the stream is closed.
