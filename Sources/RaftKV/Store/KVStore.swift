@@ -30,7 +30,8 @@ import Synchronization
 /// only — on a follower they fail with ``KVError/notLeader(leader:)`` naming the leader, for the server layer to
 /// forward. Expired leases are revoked through Raft, so every member deletes their keys at one revision.
 ///
-/// Watch support is not part of this type: a watch hub subscribes to applied events with ``onApplied``.
+/// **Watches** go through ``watchHub``: ``watch()`` opens a ``WatchStream`` (many watchers, history replay, then
+/// live events); the hub is fed from the apply path after each committed batch.
 public final class KVStore: Sendable {
     /// Tunables of one member.
     public struct Configuration: Sendable {
@@ -86,6 +87,9 @@ public final class KVStore: Sendable {
     public let leaseManager: LeaseManager
     /// The term whose leader this member promoted its lease manager in; 0 when not primary.
     private let promotedTerm = Mutex<Term>(0)
+    /// Serves watch streams from applied events and, for watchers behind, from the store's history.
+    public let watchHub: WatchHub
+    private let appliedSubscriber = Mutex<(@Sendable ([AppliedEntry]) -> Void)?>(nil)
 
     /// Opens (creating when absent) a single-member store in `directory`.
     public static func open(directory: URL, configuration: Configuration = Configuration()) throws -> KVStore {
@@ -128,6 +132,23 @@ public final class KVStore: Sendable {
                             transport: transport, bootstrap: initialMembership, options: options,
                             logger: configuration.logger)
 
+        let (history, currentRevision, compactedRevision) = try stateMachine.withStore {
+            (try $0.makeWatchHistory(), $0.currentRevision, $0.compactedRevision)
+        }
+        watchHub = WatchHub(history: history, currentRevision: currentRevision, compactedRevision: compactedRevision,
+                            configuration: WatchHub.Configuration())
+        stateMachine.onApplied = { [weak self, watchHub, stateMachine] applied in
+            watchHub.publish(applied, compactedRevision: stateMachine.withStore { $0.compactedRevision })
+            self?.appliedSubscriber.withLock { $0 }?(applied)
+        }
+        stateMachine.onRestored = { [watchHub, stateMachine, logger = configuration.logger] _ in
+            do {
+                let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
+                try watchHub.resynchronize(currentRevision: current, compactedRevision: compacted)
+            } catch {
+                logger.error("watchers could not resynchronise after a snapshot: \(error)")
+            }
+        }
         leaseManager.reset(to: try stateMachine.withStore { try $0.leases() })
         stateMachine.setLeaseObservers(changes: { [leaseManager] in leaseManager.apply($0) },
                                        reset: { [leaseManager] in leaseManager.reset(to: $0) })
@@ -138,11 +159,17 @@ public final class KVStore: Sendable {
         node.deliver(message)
     }
 
-    /// **Watch hub hook**: called after every applied batch with its entries' results and events, in log order.
-    /// See ``KVStateMachine/onApplied``.
+    /// An extra subscriber to applied batches (after the watch hub), with their entries' results and events, in
+    /// log order. See ``KVStateMachine/onApplied``.
     public var onApplied: (@Sendable ([AppliedEntry]) -> Void)? {
-        get { stateMachine.onApplied }
-        set { stateMachine.onApplied = newValue }
+        get { appliedSubscriber.withLock { $0 } }
+        set { appliedSubscriber.withLock { $0 = newValue } }
+    }
+
+    /// Opens a watch stream: create watchers on it (etcd's WatchCreateRequest), read its ``WatchStream/responses``,
+    /// and close it when done.
+    public func watch() -> WatchStream {
+        watchHub.makeStream()
     }
 
     // MARK: - Lifecycle
@@ -154,6 +181,7 @@ public final class KVStore: Sendable {
             group.addTask { try await self.node.run() }
             group.addTask { await self.runLeaseTimer() }
             group.addTask { try await self.runCompaction() }
+            group.addTask { await self.watchHub.run() }
             defer { group.cancelAll() }
             try await group.next()
         }
