@@ -69,6 +69,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
+        .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects"]),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [

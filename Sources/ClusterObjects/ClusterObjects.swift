@@ -1,2 +1,0 @@
-// The typed Kubernetes keyspace lands with the ClusterObjects issue.
-import RaftKV
