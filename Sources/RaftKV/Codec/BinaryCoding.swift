@@ -8,7 +8,7 @@ public struct BinaryDecodingError: Error, Sendable, Hashable, CustomStringConver
 
 /// Appends primitives: LEB128 varints for unsigned integers, zigzag varints for signed ones, length-prefixed blobs.
 struct BinaryWriter {
-    private(set) var bytes: [UInt8] = []
+    var bytes: [UInt8] = []
 
     init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
 
@@ -37,7 +37,7 @@ struct BinaryWriter {
 /// Reads what ``BinaryWriter`` wrote, checking every length against the bytes that remain.
 struct BinaryReader {
     let bytes: [UInt8]
-    private(set) var offset = 0
+    var offset = 0
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 

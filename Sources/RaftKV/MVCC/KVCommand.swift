@@ -15,12 +15,8 @@ public indirect enum KVCommand: Sendable, Hashable {
     case alarm(AlarmAction)
 }
 
-/// Why bytes could not be decoded as a ``KVCommand``.
-public struct KVCodecError: Error, Sendable, Hashable, CustomStringConvertible {
-    public var reason: String
-    public var offset: Int
-    public var description: String { "malformed command at byte \(offset): \(reason)" }
-}
+/// Why bytes could not be decoded as a ``KVCommand`` or a result.
+public typealias KVCodecError = BinaryDecodingError
 
 /// A compact, versioned binary encoding of ``KVCommand``.
 ///
@@ -34,20 +30,20 @@ public enum KVCommandCodec {
     /// Deeper nested transactions are refused: etcd has no such limit, but recursion depth must be bounded.
     public static let maxTxnDepth = 64
 
-    private enum Tag: UInt8 {
+    fileprivate enum Tag: UInt8 {
         case range = 1, put, deleteRange, txn, compact, leaseGrant, leaseRevoke, leaseCheckpoint, alarm
     }
 
-    private enum OpTag: UInt8 {
+    fileprivate enum OpTag: UInt8 {
         case range = 1, put, deleteRange, txn
     }
 
-    private enum CompareTag: UInt8 {
+    fileprivate enum CompareTag: UInt8 {
         case version = 1, createRevision, modRevision, value, lease
     }
 
     public static func encode(_ command: KVCommand) -> [UInt8] {
-        var writer = Writer()
+        var writer = BinaryWriter()
         writer.bytes.reserveCapacity(64)
         writer.byte(formatVersion)
         switch command {
@@ -89,277 +85,201 @@ public enum KVCommandCodec {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(KVCodecError) -> KVCommand {
-        try bytes.withUnsafeBufferPointer { buffer throws(KVCodecError) -> KVCommand in
-            var reader = Reader(buffer: buffer)
-            let version = try reader.byte()
-            guard version == formatVersion else { throw reader.failure("unknown format version \(version)") }
-            let tagByte = try reader.byte()
-            guard let tag = Tag(rawValue: tagByte) else { throw reader.failure("unknown command tag \(tagByte)") }
-            let command: KVCommand
-            switch tag {
-            case .range: command = .range(try reader.range())
-            case .put: command = .put(try reader.put())
-            case .deleteRange: command = .deleteRange(try reader.deleteRange())
-            case .txn: command = .txn(try reader.txn(depth: 0))
-            case .compact: command = .compact(revision: try reader.signed(), physical: try reader.bool())
-            case .leaseGrant: command = .leaseGrant(id: try reader.signed(), ttlSeconds: try reader.signed())
-            case .leaseRevoke: command = .leaseRevoke(id: try reader.signed())
-            case .leaseCheckpoint:
-                let count = try reader.count(minimumBytesEach: 2)
-                var checkpoints: [LeaseCheckpoint] = []
-                checkpoints.reserveCapacity(count)
-                for _ in 0..<count {
-                    checkpoints.append(LeaseCheckpoint(id: try reader.signed(), remainingTTLSeconds: try reader.signed()))
-                }
-                command = .leaseCheckpoint(checkpoints)
-            case .alarm:
-                let raw = try reader.byte()
-                guard let action = AlarmAction(rawValue: raw) else { throw reader.failure("unknown alarm action \(raw)") }
-                command = .alarm(action)
+        var reader = BinaryReader(bytes)
+        let version = try reader.byte()
+        guard version == formatVersion else { throw reader.failure("unknown format version \(version)") }
+        let tagByte = try reader.byte()
+        guard let tag = Tag(rawValue: tagByte) else { throw reader.failure("unknown command tag \(tagByte)") }
+        let command: KVCommand
+        switch tag {
+        case .range: command = .range(try reader.range())
+        case .put: command = .put(try reader.put())
+        case .deleteRange: command = .deleteRange(try reader.deleteRange())
+        case .txn: command = .txn(try reader.txn(depth: 0))
+        case .compact: command = .compact(revision: try reader.signed(), physical: try reader.bool())
+        case .leaseGrant: command = .leaseGrant(id: try reader.signed(), ttlSeconds: try reader.signed())
+        case .leaseRevoke: command = .leaseRevoke(id: try reader.signed())
+        case .leaseCheckpoint:
+            let count = try reader.count(minimumBytesEach: 2)
+            var checkpoints: [LeaseCheckpoint] = []
+            checkpoints.reserveCapacity(count)
+            for _ in 0..<count {
+                checkpoints.append(LeaseCheckpoint(id: try reader.signed(), remainingTTLSeconds: try reader.signed()))
             }
-            guard reader.isAtEnd else { throw reader.failure("\(reader.remaining) trailing bytes") }
-            return command
+            command = .leaseCheckpoint(checkpoints)
+        case .alarm:
+            let raw = try reader.byte()
+            guard let action = AlarmAction(rawValue: raw) else { throw reader.failure("unknown alarm action \(raw)") }
+            command = .alarm(action)
         }
+        guard reader.isAtEnd else { throw reader.failure("\(reader.remaining) trailing bytes") }
+        return command
+    }
+}
+
+fileprivate typealias Tag = KVCommandCodec.Tag
+fileprivate typealias OpTag = KVCommandCodec.OpTag
+fileprivate typealias CompareTag = KVCommandCodec.CompareTag
+
+fileprivate extension BinaryWriter {
+    mutating func range(_ request: RangeRequest) {
+        blob(request.key)
+        blob(request.rangeEnd)
+        signed(request.limit)
+        signed(request.revision)
+        byte(request.sortOrder.rawValue)
+        byte(request.sortTarget.rawValue)
+        // Both flags share a byte.
+        byte((request.keysOnly ? 1 : 0) | (request.countOnly ? 2 : 0))
+        signed(request.minModRevision)
+        signed(request.maxModRevision)
+        signed(request.minCreateRevision)
+        signed(request.maxCreateRevision)
     }
 
-    private struct Writer {
-        var bytes: [UInt8] = []
+    mutating func put(_ request: PutRequest) {
+        blob(request.key)
+        blob(request.value)
+        signed(request.lease)
+        byte((request.prevKv ? 1 : 0) | (request.ignoreValue ? 2 : 0) | (request.ignoreLease ? 4 : 0))
+    }
 
-        mutating func byte(_ value: UInt8) { bytes.append(value) }
-        mutating func bool(_ value: Bool) { bytes.append(value ? 1 : 0) }
+    mutating func deleteRange(_ request: DeleteRangeRequest) {
+        blob(request.key)
+        blob(request.rangeEnd)
+        bool(request.prevKv)
+    }
 
-        mutating func unsigned(_ value: UInt64) {
-            var rest = value
-            while rest >= 0x80 {
-                bytes.append(UInt8(truncatingIfNeeded: rest) | 0x80)
-                rest >>= 7
+    mutating func txn(_ request: TxnRequest) {
+        unsigned(UInt64(request.compare.count))
+        for compare in request.compare {
+            blob(compare.key)
+            blob(compare.rangeEnd)
+            byte(compare.result.rawValue)
+            switch compare.target {
+            case .version(let value):
+                byte(CompareTag.version.rawValue)
+                signed(value)
+            case .createRevision(let value):
+                byte(CompareTag.createRevision.rawValue)
+                signed(value)
+            case .modRevision(let value):
+                byte(CompareTag.modRevision.rawValue)
+                signed(value)
+            case .value(let value):
+                byte(CompareTag.value.rawValue)
+                blob(value)
+            case .lease(let value):
+                byte(CompareTag.lease.rawValue)
+                signed(value)
             }
-            bytes.append(UInt8(rest))
         }
+        ops(request.success)
+        ops(request.failure)
+    }
 
-        mutating func signed(_ value: Int64) {
-            unsigned(UInt64(bitPattern: (value << 1) ^ (value >> 63)))
-        }
-
-        mutating func blob(_ value: [UInt8]) {
-            unsigned(UInt64(value.count))
-            bytes.append(contentsOf: value)
-        }
-
-        mutating func range(_ request: RangeRequest) {
-            blob(request.key)
-            blob(request.rangeEnd)
-            signed(request.limit)
-            signed(request.revision)
-            byte(request.sortOrder.rawValue)
-            byte(request.sortTarget.rawValue)
-            // Both flags share a byte.
-            byte((request.keysOnly ? 1 : 0) | (request.countOnly ? 2 : 0))
-            signed(request.minModRevision)
-            signed(request.maxModRevision)
-            signed(request.minCreateRevision)
-            signed(request.maxCreateRevision)
-        }
-
-        mutating func put(_ request: PutRequest) {
-            blob(request.key)
-            blob(request.value)
-            signed(request.lease)
-            byte((request.prevKv ? 1 : 0) | (request.ignoreValue ? 2 : 0) | (request.ignoreLease ? 4 : 0))
-        }
-
-        mutating func deleteRange(_ request: DeleteRangeRequest) {
-            blob(request.key)
-            blob(request.rangeEnd)
-            bool(request.prevKv)
-        }
-
-        mutating func txn(_ request: TxnRequest) {
-            unsigned(UInt64(request.compare.count))
-            for compare in request.compare {
-                blob(compare.key)
-                blob(compare.rangeEnd)
-                byte(compare.result.rawValue)
-                switch compare.target {
-                case .version(let value):
-                    byte(CompareTag.version.rawValue)
-                    signed(value)
-                case .createRevision(let value):
-                    byte(CompareTag.createRevision.rawValue)
-                    signed(value)
-                case .modRevision(let value):
-                    byte(CompareTag.modRevision.rawValue)
-                    signed(value)
-                case .value(let value):
-                    byte(CompareTag.value.rawValue)
-                    blob(value)
-                case .lease(let value):
-                    byte(CompareTag.lease.rawValue)
-                    signed(value)
-                }
-            }
-            ops(request.success)
-            ops(request.failure)
-        }
-
-        mutating func ops(_ ops: [RequestOp]) {
-            unsigned(UInt64(ops.count))
-            for op in ops {
-                switch op {
-                case .range(let request):
-                    byte(OpTag.range.rawValue)
-                    range(request)
-                case .put(let request):
-                    byte(OpTag.put.rawValue)
-                    put(request)
-                case .deleteRange(let request):
-                    byte(OpTag.deleteRange.rawValue)
-                    deleteRange(request)
-                case .txn(let request):
-                    byte(OpTag.txn.rawValue)
-                    txn(request)
-                }
+    mutating func ops(_ ops: [RequestOp]) {
+        unsigned(UInt64(ops.count))
+        for op in ops {
+            switch op {
+            case .range(let request):
+                byte(OpTag.range.rawValue)
+                range(request)
+            case .put(let request):
+                byte(OpTag.put.rawValue)
+                put(request)
+            case .deleteRange(let request):
+                byte(OpTag.deleteRange.rawValue)
+                deleteRange(request)
+            case .txn(let request):
+                byte(OpTag.txn.rawValue)
+                txn(request)
             }
         }
     }
+}
 
-    private struct Reader {
-        let buffer: UnsafeBufferPointer<UInt8>
-        var offset = 0
+fileprivate extension BinaryReader {
+    mutating func flags(allowed: UInt8) throws(KVCodecError) -> UInt8 {
+        let raw = try byte()
+        guard raw & ~allowed == 0 else { throw failure("unknown flag bits \(raw)") }
+        return raw
+    }
 
-        init(buffer: UnsafeBufferPointer<UInt8>) { self.buffer = buffer }
+    mutating func range() throws(KVCodecError) -> RangeRequest {
+        let key = try blob()
+        let rangeEnd = try blob()
+        let limit = try signed()
+        let revision = try signed()
+        let orderRaw = try byte()
+        guard let sortOrder = RangeRequest.SortOrder(rawValue: orderRaw) else { throw failure("unknown sort order \(orderRaw)") }
+        let targetRaw = try byte()
+        guard let sortTarget = RangeRequest.SortTarget(rawValue: targetRaw) else { throw failure("unknown sort target \(targetRaw)") }
+        let flags = try flags(allowed: 3)
+        return RangeRequest(key: key, rangeEnd: rangeEnd, limit: limit, revision: revision, sortOrder: sortOrder,
+                            sortTarget: sortTarget, keysOnly: flags & 1 != 0, countOnly: flags & 2 != 0,
+                            minModRevision: try signed(), maxModRevision: try signed(),
+                            minCreateRevision: try signed(), maxCreateRevision: try signed())
+    }
 
-        var remaining: Int { buffer.count - offset }
-        var isAtEnd: Bool { offset == buffer.count }
+    mutating func put() throws(KVCodecError) -> PutRequest {
+        let key = try blob()
+        let value = try blob()
+        let lease = try signed()
+        let flags = try flags(allowed: 7)
+        return PutRequest(key: key, value: value, lease: lease, prevKv: flags & 1 != 0,
+                          ignoreValue: flags & 2 != 0, ignoreLease: flags & 4 != 0)
+    }
 
-        func failure(_ reason: String) -> KVCodecError { KVCodecError(reason: reason, offset: offset) }
+    mutating func deleteRange() throws(KVCodecError) -> DeleteRangeRequest {
+        DeleteRangeRequest(key: try blob(), rangeEnd: try blob(), prevKv: try bool())
+    }
 
-        mutating func byte() throws(KVCodecError) -> UInt8 {
-            guard offset < buffer.count else { throw failure("unexpected end of input") }
-            defer { offset += 1 }
-            return buffer[offset]
-        }
-
-        mutating func bool() throws(KVCodecError) -> Bool {
-            let raw = try byte()
-            guard raw <= 1 else { throw failure("invalid boolean \(raw)") }
-            return raw == 1
-        }
-
-        mutating func unsigned() throws(KVCodecError) -> UInt64 {
-            var result: UInt64 = 0
-            var shift: UInt64 = 0
-            while true {
-                let next = try byte()
-                // The tenth byte may only carry the single top bit of a 64-bit value.
-                if shift == 63 && next > 1 { throw failure("varint overflows 64 bits") }
-                result |= UInt64(next & 0x7f) << shift
-                if next & 0x80 == 0 { return result }
-                shift += 7
-            }
-        }
-
-        mutating func signed() throws(KVCodecError) -> Int64 {
-            let raw = try unsigned()
-            return Int64(bitPattern: (raw >> 1) ^ (0 &- (raw & 1)))
-        }
-
-        /// A length or element count, refused when the remaining input cannot possibly hold it.
-        mutating func count(minimumBytesEach: Int) throws(KVCodecError) -> Int {
-            let raw = try unsigned()
-            guard raw <= UInt64(remaining / max(minimumBytesEach, 1)) else {
-                throw failure("length \(raw) exceeds the \(remaining) remaining bytes")
-            }
-            return Int(raw)
-        }
-
-        mutating func blob() throws(KVCodecError) -> [UInt8] {
-            let length = try count(minimumBytesEach: 1)
-            defer { offset += length }
-            return Array(UnsafeBufferPointer(rebasing: buffer[offset..<offset + length]))
-        }
-
-        mutating func flags(allowed: UInt8) throws(KVCodecError) -> UInt8 {
-            let raw = try byte()
-            guard raw & ~allowed == 0 else { throw failure("unknown flag bits \(raw)") }
-            return raw
-        }
-
-        mutating func range() throws(KVCodecError) -> RangeRequest {
+    mutating func txn(depth: Int) throws(KVCodecError) -> TxnRequest {
+        guard depth < KVCommandCodec.maxTxnDepth else { throw failure("transactions nested deeper than \(KVCommandCodec.maxTxnDepth)") }
+        // A compare takes at least 5 bytes: two lengths, result, tag, operand.
+        let compareCount = try count(minimumBytesEach: 5)
+        var compares: [Compare] = []
+        compares.reserveCapacity(compareCount)
+        for _ in 0..<compareCount {
             let key = try blob()
             let rangeEnd = try blob()
-            let limit = try signed()
-            let revision = try signed()
-            let orderRaw = try byte()
-            guard let sortOrder = RangeRequest.SortOrder(rawValue: orderRaw) else { throw failure("unknown sort order \(orderRaw)") }
-            let targetRaw = try byte()
-            guard let sortTarget = RangeRequest.SortTarget(rawValue: targetRaw) else { throw failure("unknown sort target \(targetRaw)") }
-            let flags = try flags(allowed: 3)
-            return RangeRequest(key: key, rangeEnd: rangeEnd, limit: limit, revision: revision, sortOrder: sortOrder,
-                                sortTarget: sortTarget, keysOnly: flags & 1 != 0, countOnly: flags & 2 != 0,
-                                minModRevision: try signed(), maxModRevision: try signed(),
-                                minCreateRevision: try signed(), maxCreateRevision: try signed())
-        }
-
-        mutating func put() throws(KVCodecError) -> PutRequest {
-            let key = try blob()
-            let value = try blob()
-            let lease = try signed()
-            let flags = try flags(allowed: 7)
-            return PutRequest(key: key, value: value, lease: lease, prevKv: flags & 1 != 0,
-                              ignoreValue: flags & 2 != 0, ignoreLease: flags & 4 != 0)
-        }
-
-        mutating func deleteRange() throws(KVCodecError) -> DeleteRangeRequest {
-            DeleteRangeRequest(key: try blob(), rangeEnd: try blob(), prevKv: try bool())
-        }
-
-        mutating func txn(depth: Int) throws(KVCodecError) -> TxnRequest {
-            guard depth < maxTxnDepth else { throw failure("transactions nested deeper than \(maxTxnDepth)") }
-            // A compare takes at least 5 bytes: two lengths, result, tag, operand.
-            let compareCount = try count(minimumBytesEach: 5)
-            var compares: [Compare] = []
-            compares.reserveCapacity(compareCount)
-            for _ in 0..<compareCount {
-                let key = try blob()
-                let rangeEnd = try blob()
-                let resultRaw = try byte()
-                guard let result = Compare.Result(rawValue: resultRaw) else {
-                    throw failure("unknown compare result \(resultRaw)")
-                }
-                let tagRaw = try byte()
-                let target: Compare.Target
-                switch CompareTag(rawValue: tagRaw) {
-                case .version: target = .version(try signed())
-                case .createRevision: target = .createRevision(try signed())
-                case .modRevision: target = .modRevision(try signed())
-                case .value: target = .value(try blob())
-                case .lease: target = .lease(try signed())
-                case nil: throw failure("unknown compare target \(tagRaw)")
-                }
-                compares.append(Compare(key: key, rangeEnd: rangeEnd, target: target, result: result))
+            let resultRaw = try byte()
+            guard let result = Compare.Result(rawValue: resultRaw) else {
+                throw failure("unknown compare result \(resultRaw)")
             }
-            let success = try ops(depth: depth)
-            let failure = try ops(depth: depth)
-            return TxnRequest(compare: compares, success: success, failure: failure)
-        }
-
-        mutating func ops(depth: Int) throws(KVCodecError) -> [RequestOp] {
-            // Every op takes at least 4 bytes (a nested txn: tag and three counts).
-            let opCount = try count(minimumBytesEach: 4)
-            var ops: [RequestOp] = []
-            ops.reserveCapacity(opCount)
-            for _ in 0..<opCount {
-                let tagRaw = try byte()
-                switch OpTag(rawValue: tagRaw) {
-                case .range: ops.append(.range(try range()))
-                case .put: ops.append(.put(try put()))
-                case .deleteRange: ops.append(.deleteRange(try deleteRange()))
-                case .txn: ops.append(.txn(try txn(depth: depth + 1)))
-                case nil: throw failure("unknown operation tag \(tagRaw)")
-                }
+            let tagRaw = try byte()
+            let target: Compare.Target
+            switch CompareTag(rawValue: tagRaw) {
+            case .version: target = .version(try signed())
+            case .createRevision: target = .createRevision(try signed())
+            case .modRevision: target = .modRevision(try signed())
+            case .value: target = .value(try blob())
+            case .lease: target = .lease(try signed())
+            case nil: throw failure("unknown compare target \(tagRaw)")
             }
-            return ops
+            compares.append(Compare(key: key, rangeEnd: rangeEnd, target: target, result: result))
         }
+        let success = try ops(depth: depth)
+        let failure = try ops(depth: depth)
+        return TxnRequest(compare: compares, success: success, failure: failure)
+    }
+
+    mutating func ops(depth: Int) throws(KVCodecError) -> [RequestOp] {
+        // Every op takes at least 4 bytes (a nested txn: tag and three counts).
+        let opCount = try count(minimumBytesEach: 4)
+        var ops: [RequestOp] = []
+        ops.reserveCapacity(opCount)
+        for _ in 0..<opCount {
+            let tagRaw = try byte()
+            switch OpTag(rawValue: tagRaw) {
+            case .range: ops.append(.range(try range()))
+            case .put: ops.append(.put(try put()))
+            case .deleteRange: ops.append(.deleteRange(try deleteRange()))
+            case .txn: ops.append(.txn(try txn(depth: depth + 1)))
+            case nil: throw failure("unknown operation tag \(tagRaw)")
+            }
+        }
+        return ops
     }
 }
