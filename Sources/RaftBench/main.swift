@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RaftKV
+import Synchronization
 
 /// Raft and SQLite log throughput on this machine. Not a test: it prints figures for docs/raft.md.
 @main
@@ -32,9 +33,29 @@ struct RaftBench: AsyncParsableCommand {
     @Option(help: "Keys the embedded-store benchmark writes (256-byte values unless --entry-bytes says otherwise).")
     var storeKeys: Int = 100_000
 
+    @Flag(help: "Run only the watch fan-out benchmark (watchers on one prefix, puts under it, delivery latency).")
+    var watch = false
+
+    @Option(help: "Watchers of the watch benchmark, all on one prefix.")
+    var watchers: Int = 10_000
+
+    @Option(help: "Watch streams the watchers are spread over (one reading task per stream).")
+    var watchStreams: Int = 100
+
+    @Option(help: "Puts under the watched prefix.")
+    var watchPuts: Int = 1_000
+
+    @Option(help: "Concurrent writers of the watch benchmark.")
+    var watchWriters: Int = 4
+
     func run() async throws {
         let root = URL(fileURLWithPath: directory).appendingPathComponent("raftbench-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
+        if watch {
+            try await WatchBench(watchers: watchers, streams: watchStreams, puts: watchPuts, writers: watchWriters,
+                                 valueBytes: entryBytes, directory: root.appendingPathComponent("watch")).run()
+            return
+        }
         if store {
             try await StoreBench(keys: storeKeys, valueBytes: entryBytes, clients: clients,
                                  directory: root.appendingPathComponent("store")).run()
@@ -183,7 +204,7 @@ struct StoreBench {
             try await group.waitForAll()
         }
         elapsed = (ContinuousClock.now - start).seconds
-        print(String(format: "put, %d clients:      %8.0f puts/s (%d puts)", clients, Double(remaining) / elapsed, remaining))
+        print(String(format: "put, %d clients:      %8.0f puts/s (%d puts in %.1f s)", clients, Double(remaining) / elapsed, remaining, elapsed))
 
         var random = SeededRandom(seed: 1)
         for consistency in [ReadConsistency.serializable, .linearizable] {
@@ -239,4 +260,184 @@ struct StoreBench {
         }
         return 0
     }
+}
+
+
+/// Watch fan-out on the embedded single-member store: `watchers` watchers on one prefix, spread over `streams`
+/// streams (one reading task each), then `puts` puts under the prefix from `writers` concurrent writers.
+struct WatchBench {
+    var watchers: Int
+    var streams: Int
+    var puts: Int
+    var writers: Int
+    var valueBytes: Int
+    var directory: URL
+
+    func run() async throws {
+        var configuration = KVStore.Configuration()
+        configuration.logger = quietLogger
+        let store = try KVStore.open(directory: directory, configuration: configuration)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            try await measure(store)
+            await store.close()
+            try await group.waitForAll()
+        }
+    }
+
+    /// Puts `count` keys `prefix%08d` from `writers` writers; returns (seconds, put start and acknowledgement by revision).
+    private func write(_ store: KVStore, prefix: String, count: Int, value: [UInt8])
+        async throws -> (Double, [Revision: (ContinuousClock.Instant, ContinuousClock.Instant)]) {
+        let start = ContinuousClock.now
+        let times = try await withThrowingTaskGroup(of: [(Revision, ContinuousClock.Instant, ContinuousClock.Instant)].self) { group in
+            for writer in 0..<writers {
+                group.addTask {
+                    var local: [(Revision, ContinuousClock.Instant, ContinuousClock.Instant)] = []
+                    for index in stride(from: writer, to: count, by: writers) {
+                        let begin = ContinuousClock.now
+                        let response = try await store.put(Array(String(format: "\(prefix)%08d", index).utf8), value)
+                        local.append((response.revision, begin, ContinuousClock.now))
+                    }
+                    return local
+                }
+            }
+            var all: [Revision: (ContinuousClock.Instant, ContinuousClock.Instant)] = [:]
+            for try await local in group { for (revision, begin, ack) in local { all[revision] = (begin, ack) } }
+            return all
+        }
+        return ((ContinuousClock.now - start).seconds, times)
+    }
+
+    private struct StreamResult: Sendable {
+        var events = 0
+        var problems: [String] = []
+        /// (revision, arrival) for every event of the stream's first watcher.
+        var samples: [(Revision, ContinuousClock.Instant)] = []
+        var lastArrival: ContinuousClock.Instant?
+    }
+
+    private func measure(_ store: KVStore) async throws {
+        let perStream = (watchers + streams - 1) / streams
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB; single-member KVStore, \(valueBytes)-byte values; \(watchers) watchers over \(streams) streams on one prefix, \(puts) puts from \(writers) writers")
+        let value = [UInt8](repeating: 0x5a, count: valueBytes)
+        try await store.put(Array("/warmup".utf8), value)
+
+        // Baseline: the same writes with no watcher at all.
+        let (baseSeconds, _) = try await write(store, prefix: "/base/", count: puts, value: value)
+        print(String(format: "put, %d writers, no watchers:   %8.0f puts/s (%d puts)", writers, Double(puts) / baseSeconds, puts))
+
+        let prefix = Array("/watch/".utf8)
+        let expectedPerStream = (0..<streams).map { stream in
+            max(0, min(perStream, watchers - stream * perStream)) * puts
+        }
+        let expected = watchers * puts
+        let delivered = DeliveredCounter()
+        let handles = (0..<streams).map { _ in store.watch() }
+        let createStart = ContinuousClock.now
+        let createdCount = DeliveredCounter()
+
+        try await withThrowingTaskGroup(of: StreamResult.self) { group in
+            // Readers first: create waits while too many "created" answers are unread.
+            for (index, stream) in handles.enumerated() {
+                let want = expectedPerStream[index]
+                let watcherCount = want / max(puts, 1)
+                group.addTask {
+                    var result = StreamResult()
+                    var sampledID: Int64?
+                    var created = 0
+                    while result.events < want || created < watcherCount {
+                        guard let response = await stream.next() else { break }
+                        let now = ContinuousClock.now
+                        if response.created {
+                            if response.canceled { result.problems.append("create refused: \(response.cancelReason)") }
+                            created += 1
+                            createdCount.add(1)
+                            if sampledID == nil { sampledID = response.watchID }
+                            continue
+                        }
+                        if response.canceled {
+                            result.problems.append("watcher \(response.watchID) canceled: \(response.cancelReason) (compact \(response.compactRevision))")
+                            continue
+                        }
+                        result.events += response.events.count
+                        delivered.add(response.events.count)
+                        result.lastArrival = now
+                        if response.watchID == sampledID {
+                            for event in response.events { result.samples.append((event.kv.modRevision, now)) }
+                        }
+                    }
+                    return result
+                }
+            }
+            for (index, stream) in handles.enumerated() {
+                let count = expectedPerStream[index] / max(puts, 1)
+                for _ in 0..<count {
+                    await stream.create(WatchCreateRequest(key: prefix, rangeEnd: KeyRange.prefixEnd(prefix)))
+                }
+            }
+            while createdCount.value < watchers { try await Task.sleep(for: .milliseconds(5)) }
+            let createSeconds = (ContinuousClock.now - createStart).seconds
+            print(String(format: "create %d watchers:              %.2f s (%.0f watchers/s); hub: %d watchers, %d streams; RSS %.1f MiB",
+                         watchers, createSeconds, Double(watchers) / createSeconds, store.watchHub.watcherCount,
+                         store.watchHub.streamCount, Double(StoreBench.residentBytes()) / 1_048_576))
+
+            let writeStart = ContinuousClock.now
+            let (writeSeconds, acks) = try await write(store, prefix: "/watch/", count: puts, value: value)
+            print(String(format: "put, %d writers, %d watchers: %8.0f puts/s (%d puts)", writers, watchers, Double(puts) / writeSeconds, puts))
+
+            // Wait for delivery to finish, or stall for 30 s.
+            var last = delivered.value
+            var lastChange = ContinuousClock.now
+            while delivered.value < expected {
+                try await Task.sleep(for: .milliseconds(10))
+                let now = delivered.value
+                if now != last { last = now; lastChange = ContinuousClock.now }
+                if ContinuousClock.now - lastChange > .seconds(30) { break }
+            }
+            let stalled = delivered.value < expected
+            if stalled { handles.forEach { $0.close() } }
+
+            var results: [StreamResult] = []
+            for try await result in group { results.append(result) }
+            handles.forEach { $0.close() }
+
+            let total = results.reduce(0) { $0 + $1.events }
+            let lastArrival = results.compactMap(\.lastArrival).max() ?? writeStart
+            let deliverySeconds = (lastArrival - writeStart).seconds
+            if total != expected {
+                print("!!!!! MISMATCH: delivered \(total) events, expected \(watchers) × \(puts) = \(expected)\(stalled ? " (delivery stalled for 30 s)" : "") !!!!!")
+            } else {
+                print("events delivered:                \(total) = \(watchers) × \(puts) (as expected)")
+            }
+            let problems = results.flatMap(\.problems)
+            if !problems.isEmpty {
+                print("!!!!! \(problems.count) watcher problems, first: \(problems.prefix(3).joined(separator: "; ")) !!!!!")
+            }
+            print(String(format: "delivery: %.2f s from first put to last event; %.0f events/s", deliverySeconds, Double(total) / deliverySeconds))
+
+            var fromAck: [Duration] = []
+            var fromPut: [Duration] = []
+            var beforeAck = 0
+            for result in results {
+                for (revision, arrival) in result.samples {
+                    guard let (begin, ack) = acks[revision] else { continue }
+                    fromPut.append(arrival - begin)
+                    if arrival < ack { beforeAck += 1 }
+                    fromAck.append(arrival - ack)
+                }
+            }
+            if !fromAck.isEmpty {
+                print("delivery latency, event read by the watcher's reader minus put acknowledged (\(fromAck.count) samples, first watcher of each stream; \(beforeAck) arrived before the ack, negative): \(StoreBench.summary(fromAck))")
+                print("delivery latency, put issued → event read (same samples): \(StoreBench.summary(fromPut))")
+            }
+        }
+        let status = try await store.status()
+        print(String(format: "RSS after: %.1f MiB; revision %lld", Double(StoreBench.residentBytes()) / 1_048_576, status.revision))
+    }
+}
+
+final class DeliveredCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func add(_ amount: Int) { count.add(amount, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
