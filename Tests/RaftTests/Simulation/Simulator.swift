@@ -310,8 +310,10 @@ final class Simulator {
 
     // MARK: - Clients and faults
 
+    /// Leaders, newest term first. Sets and dictionaries iterate in a per-process random order, so everything a
+    /// seed's choices depend on is sorted first: the same seed must replay the same run in any process.
     var leaders: [SimulatedNode] {
-        nodes.values.filter { $0.core?.role == .leader }.sorted { $0.core!.term > $1.core!.term }
+        nodes.values.filter { $0.core?.role == .leader }.sorted { ($0.core!.term, $1.id) > ($1.core!.term, $0.id) }
     }
 
     func proposeFromClient() {
@@ -360,7 +362,7 @@ final class Simulator {
         case 6:
             cutLinks = []
         case 7:
-            if let leader = leaders.first, let target = leader.core!.membership.voters.filter({ $0 != leader.id }).randomElement(using: &random) {
+            if let leader = leaders.first, let target = leader.core!.membership.voters.sorted().filter({ $0 != leader.id }).randomElement(using: &random) {
                 try? leader.core!.transferLeadership(to: target)
             }
         default:
@@ -372,7 +374,7 @@ final class Simulator {
         guard let leader = leaders.first else { return }
         let membership = leader.core!.membership
         var change: ConfigChange
-        if let learner = membership.learners.first {
+        if let learner = membership.learners.min() {
             change = .promoteLearner(learner)
         } else if membership.voters.count < 5 && Bool.random(using: &random) {
             change = .addLearner(nextNodeID)
