@@ -157,6 +157,18 @@ extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
+/// Opens a single-member store in `directory`, runs `body` while the store runs, then closes it.
+func withRunningStore(in directory: URL, _ body: (KVStore) async throws -> Void) async throws {
+    var configuration = KVStore.Configuration()
+    configuration.logger = quietLogger
+    let store = try KVStore.open(directory: directory, configuration: configuration)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await store.run() }
+        try await body(store)
+        await store.close()
+        try await group.waitForAll()
+    }
+}
 
 /// The embedded single-member store: apply throughput, range latency, database size and memory.
 struct StoreBench {
@@ -166,15 +178,7 @@ struct StoreBench {
     var directory: URL
 
     func run() async throws {
-        var configuration = KVStore.Configuration()
-        configuration.logger = quietLogger
-        let store = try KVStore.open(directory: directory, configuration: configuration)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await store.run() }
-            try await measure(store)
-            await store.close()
-            try await group.waitForAll()
-        }
+        try await withRunningStore(in: directory) { try await measure($0) }
     }
 
     static func key(_ index: Int) -> [UInt8] { Array(String(format: "/bench/%08d", index).utf8) }
@@ -274,15 +278,7 @@ struct WatchBench {
     var directory: URL
 
     func run() async throws {
-        var configuration = KVStore.Configuration()
-        configuration.logger = quietLogger
-        let store = try KVStore.open(directory: directory, configuration: configuration)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await store.run() }
-            try await measure(store)
-            await store.close()
-            try await group.waitForAll()
-        }
+        try await withRunningStore(in: directory) { try await measure($0) }
     }
 
     /// Puts `count` keys `prefix%08d` from `writers` writers; returns (seconds, put start and acknowledgement by revision).
