@@ -89,6 +89,7 @@ public final class KVStore: Sendable {
     private let promotedTerm = Mutex<Term>(0)
     /// Serves watch streams from applied events and, for watchers behind, from the store's history.
     public let watchHub: WatchHub
+    private let watchFeed = WatchFeed()
     private let appliedSubscriber = Mutex<(@Sendable ([AppliedEntry]) -> Void)?>(nil)
 
     /// Opens (creating when absent) a single-member store in `directory`.
@@ -137,17 +138,13 @@ public final class KVStore: Sendable {
         }
         watchHub = WatchHub(history: history, currentRevision: currentRevision, compactedRevision: compactedRevision,
                             configuration: WatchHub.Configuration())
-        stateMachine.onApplied = { [weak self, watchHub, stateMachine] applied in
-            watchHub.publish(applied, compactedRevision: stateMachine.withStore { $0.compactedRevision })
+        stateMachine.onApplied = { [weak self, watchFeed, stateMachine] applied in
+            watchFeed.enqueue(.applied(applied, compactedRevision: stateMachine.withStore { $0.compactedRevision }))
             self?.appliedSubscriber.withLock { $0 }?(applied)
         }
-        stateMachine.onRestored = { [watchHub, stateMachine, logger = configuration.logger] _ in
-            do {
-                let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
-                try watchHub.resynchronize(currentRevision: current, compactedRevision: compacted)
-            } catch {
-                logger.error("watchers could not resynchronise after a snapshot: \(error)")
-            }
+        stateMachine.onRestored = { [watchFeed, stateMachine] _ in
+            let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
+            watchFeed.enqueue(.restored(currentRevision: current, compactedRevision: compacted))
         }
         leaseManager.reset(to: try stateMachine.withStore { try $0.leases() })
         stateMachine.setLeaseObservers(changes: { [leaseManager] in leaseManager.apply($0) },
@@ -182,6 +179,11 @@ public final class KVStore: Sendable {
             group.addTask { await self.runLeaseTimer() }
             group.addTask { try await self.runCompaction() }
             group.addTask { await self.watchHub.run() }
+            group.addTask {
+                await self.watchFeed.run(into: self.watchHub) { error in
+                    self.configuration.logger.error("watchers could not resynchronise after a snapshot: \(error)")
+                }
+            }
             defer { group.cancelAll() }
             try await group.next()
         }
