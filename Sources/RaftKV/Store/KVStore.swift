@@ -136,15 +136,18 @@ public final class KVStore: Sendable {
         let (history, currentRevision, compactedRevision) = try stateMachine.withStore {
             (try $0.makeWatchHistory(), $0.currentRevision, $0.compactedRevision)
         }
+        watchFeed.latestRevision.store(currentRevision, ordering: .releasing)
         watchHub = WatchHub(history: history, currentRevision: currentRevision, compactedRevision: compactedRevision,
-                            configuration: WatchHub.Configuration())
+                            configuration: WatchHub.Configuration(),
+                            latestRevision: { [watchFeed] in watchFeed.latestRevision.load(ordering: .acquiring) })
         stateMachine.onApplied = { [weak self, watchFeed, stateMachine] applied in
-            watchFeed.enqueue(.applied(applied, compactedRevision: stateMachine.withStore { $0.compactedRevision }))
+            let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
+            watchFeed.enqueue(.applied(applied, compactedRevision: compacted), storeRevision: current)
             self?.appliedSubscriber.withLock { $0 }?(applied)
         }
         stateMachine.onRestored = { [watchFeed, stateMachine] _ in
             let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
-            watchFeed.enqueue(.restored(currentRevision: current, compactedRevision: compacted))
+            watchFeed.enqueue(.restored(currentRevision: current, compactedRevision: compacted), storeRevision: current)
         }
         leaseManager.reset(to: try stateMachine.withStore { try $0.leases() })
         stateMachine.setLeaseObservers(changes: { [leaseManager] in leaseManager.apply($0) },

@@ -25,6 +25,8 @@ final class WatchFeed: Sendable {
     }
 
     let maxQueuedEvents: Int
+    /// The newest revision enqueued: the store's revision as far as watchers are concerned, ahead of the hub's.
+    let latestRevision = Atomic<Revision>(0)
     private let queue = Mutex(Queue())
     private let signal: AsyncStream<Void>
     private let signalContinuation: AsyncStream<Void>.Continuation
@@ -36,7 +38,8 @@ final class WatchFeed: Sendable {
     }
 
     /// Called on the apply path: never waits.
-    func enqueue(_ item: Item) {
+    func enqueue(_ item: Item, storeRevision: Revision) {
+        latestRevision.store(storeRevision, ordering: .releasing)
         queue.withLock { queue in
             queue.items.append(item)
             queue.events += item.eventCount
@@ -67,6 +70,9 @@ final class WatchFeed: Sendable {
                 case .restored(let currentRevision, let compactedRevision):
                     do { try hub.resynchronize(currentRevision: currentRevision, compactedRevision: compactedRevision) } catch { onError(error) }
                 }
+                // Fan-out to many watchers is long CPU work on a shared cooperative thread: let the Raft loop and
+                // the writers run between batches.
+                await Task.yield()
             }
         }
     }

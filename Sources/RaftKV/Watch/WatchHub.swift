@@ -73,6 +73,7 @@ public final class WatchHub: @unchecked Sendable {
     /// How often watchers fell back to history, and history reads done (tests check both paths ran).
     private(set) var fallbacks = 0
     private(set) var historyReads = 0
+    private let latestRevision: (@Sendable () -> Revision)?
     /// Continuations to resume once the lock is released.
     private var resumes: [() -> Void] = []
 
@@ -80,12 +81,15 @@ public final class WatchHub: @unchecked Sendable {
     ///   - history: where unsynced watchers read missed revisions (e.g. ``MVCCStore/makeWatchHistory()``).
     ///   - currentRevision: the store's revision now; the next publish must be for the revision after it.
     ///   - compactedRevision: the store's compacted revision (-1 when never compacted).
+    ///   - latestRevision: the store's revision now, when publishing lags the store (events are published from a
+    ///     queue): a watcher starting "from now" starts after it, not after the last revision published.
     public init(history: any WatchHistory, currentRevision: Revision, compactedRevision: Revision,
-                configuration: Configuration = Configuration()) {
+                configuration: Configuration = Configuration(), latestRevision: (@Sendable () -> Revision)? = nil) {
         precondition(configuration.maxBufferedEventsPerWatcher > 0 && configuration.historyBatchEvents > 0
                      && configuration.maxWatchersPerSync > 0 && configuration.maxPendingControlResponses > 0,
                      "watch hub bounds must be positive")
         self.history = history
+        self.latestRevision = latestRevision
         self.configuration = configuration
         self.revision = currentRevision
         self.compacted = compactedRevision
@@ -449,11 +453,12 @@ public final class WatchHub: @unchecked Sendable {
                 stream.nextWatchID += 1
             }
             // 0 = from the next revision; a negative start reads all history that is left, as in etcd.
-            let start = request.startRevision == 0 ? revision + 1 : max(request.startRevision, 1)
+            let now = max(revision, latestRevision?() ?? revision)
+            let start = request.startRevision == 0 ? now + 1 : max(request.startRevision, 1)
             let watcher = Watcher(stream: stream, id: watchID, range: range,
                                   startRevision: start, request: request)
             stream.watchers[watchID] = watcher
-            let response = WatchResponse(headerRevision: revision, watchID: watchID, created: true)
+            let response = WatchResponse(headerRevision: now, watchID: watchID, created: true)
             enqueue(response, on: stream, for: nil, control: true)
             if start > revision {
                 makeSynced(watcher)

@@ -15,7 +15,7 @@ import Testing
         for i in 1...50 {
             let applied = try #require(try fixture.store.apply(index: fixture.store.appliedIndex + 1,
                                                                command: .put(PutRequest(key: b("k\(i % 7)"), value: b("v\(i)")))))
-            feed.enqueue(.applied([applied], compactedRevision: fixture.store.compactedRevision))
+            feed.enqueue(.applied([applied], compactedRevision: fixture.store.compactedRevision), storeRevision: fixture.store.currentRevision)
         }
         #expect(feed.droppedBatches == 45, "the feed is bounded: all but the newest five batches are dropped")
         let hub = fixture.hub
