@@ -21,26 +21,9 @@ extension MVCCStore {
     public func events(from startRevision: Revision, keyRange: KeyRange, limit: Int = 0, prevKv: Bool = false) throws -> [Event] {
         if startRevision < compactedRevision { throw KVError.compacted }
         if Self.isEmpty(keyRange) { return [] }
-        let sql = """
-            SELECT rev, sub, key, value, create_rev, version, lease, tombstone FROM kv
-            WHERE rev >= ?1 AND \(Self.keyPredicate(keyRange, first: 2)) ORDER BY rev, sub
-            """
         var events: [Event] = []
-        try withStatement(sql) { statement in
-            statement.bind(1, max(startRevision, 0))
-            Self.bind(keyRange, to: statement, first: 2)
-            while try statement.step() {
-                let revision = statement.int64(0)
-                if limit > 0, events.count >= limit, let last = events.last, last.kv.modRevision != revision { break }
-                let key = statement.bytes(2)
-                if statement.int64(7) != 0 {
-                    events.append(Event(kind: .delete, kv: KeyValue(key: key, modRevision: revision)))
-                } else {
-                    events.append(Event(kind: .put, kv: KeyValue(
-                        key: key, createRevision: statement.int64(4), modRevision: revision,
-                        version: statement.int64(5), value: statement.bytes(3), lease: statement.int64(6))))
-                }
-            }
+        try withStatement(Self.eventsSQL(keyRange)) { statement in
+            _ = try Self.readEvents(statement, from: startRevision, keyRange: keyRange, limit: limit, into: &events)
         }
         if prevKv {
             for index in events.indices {
@@ -301,16 +284,7 @@ extension MVCCStore {
 
     /// `key` as of `revision` from history, or nil when absent or deleted then.
     func valueAt(_ key: [UInt8], revision: Revision) throws -> KeyValue? {
-        let sql = """
-            SELECT rev, create_rev, version, value, lease, tombstone FROM kv
-            WHERE key = ?1 AND rev <= ?2 ORDER BY rev DESC, sub DESC LIMIT 1
-            """
-        return try withStatement(sql) { statement in
-            statement.bind(1, key).bind(2, revision)
-            guard try statement.step(), statement.int64(5) == 0 else { return nil }
-            return KeyValue(key: key, createRevision: statement.int64(1), modRevision: statement.int64(0),
-                            version: statement.int64(2), value: statement.bytes(3), lease: statement.int64(4))
-        }
+        try withStatement(Self.valueAtSQL) { try Self.readValue($0, key: key, revision: revision) }
     }
 
     /// The live value of `key`, including writes of the request being applied.
@@ -350,4 +324,48 @@ struct CRC32C {
     }
 
     var value: UInt32 { state ^ 0xFFFF_FFFF }
+}
+
+// History rows, decoded the same way for the store's own reads and for the watch history's connection.
+extension MVCCStore {
+    static func eventsSQL(_ keyRange: KeyRange) -> String {
+        """
+        SELECT rev, sub, key, value, create_rev, version, lease, tombstone FROM kv
+        WHERE rev >= ?1 AND \(keyPredicate(keyRange, first: 2)) ORDER BY rev, sub
+        """
+    }
+
+    /// Appends the events of a prepared ``eventsSQL(_:)`` statement; once `limit` (> 0) events are read it stops at
+    /// the next revision boundary, so a revision is never split. Returns whether it stopped early.
+    static func readEvents(_ statement: SQLiteStatement, from startRevision: Revision, keyRange: KeyRange, limit: Int,
+                           into events: inout [Event]) throws -> Bool {
+        statement.bind(1, max(startRevision, 0))
+        bind(keyRange, to: statement, first: 2)
+        while try statement.step() {
+            let revision = statement.int64(0)
+            if limit > 0, events.count >= limit, let last = events.last, last.kv.modRevision != revision { return true }
+            let key = statement.bytes(2)
+            if statement.int64(7) != 0 {
+                events.append(Event(kind: .delete, kv: KeyValue(key: key, modRevision: revision)))
+            } else {
+                events.append(Event(kind: .put, kv: KeyValue(
+                    key: key, createRevision: statement.int64(4), modRevision: revision,
+                    version: statement.int64(5), value: statement.bytes(3), lease: statement.int64(6))))
+            }
+        }
+        return false
+    }
+
+    static let valueAtSQL = """
+        SELECT rev, create_rev, version, value, lease, tombstone FROM kv
+        WHERE key = ?1 AND rev <= ?2 ORDER BY rev DESC, sub DESC LIMIT 1
+        """
+
+    /// The value of `key` at `revision` from a prepared ``valueAtSQL`` statement; nil when absent or deleted.
+    static func readValue(_ statement: SQLiteStatement, key: [UInt8], revision: Revision) throws -> KeyValue? {
+        statement.bind(1, key).bind(2, revision)
+        guard try statement.step(), statement.int64(5) == 0 else { return nil }
+        return KeyValue(key: key, createRevision: statement.int64(1), modRevision: statement.int64(0),
+                        version: statement.int64(2), value: statement.bytes(3), lease: statement.int64(4))
+    }
 }

@@ -52,32 +52,12 @@ public final class MVCCWatchHistory: WatchHistory, @unchecked Sendable {
         if MVCCStore.isEmpty(keyRange) || startRevision > currentRevision {
             return .events([], throughRevision: currentRevision)
         }
-        let sql = """
-            SELECT rev, sub, key, value, create_rev, version, lease, tombstone FROM kv
-            WHERE rev >= ?1 AND \(MVCCStore.keyPredicate(keyRange, first: 2)) ORDER BY rev, sub
-            """
         var events: [Event] = []
-        var cut = false
+        let cut: Bool
         do {
-            let statement = try database.statement(sql)
+            let statement = try database.statement(MVCCStore.eventsSQL(keyRange))
             defer { statement.reset() }
-            statement.bind(1, max(startRevision, 0))
-            MVCCStore.bind(keyRange, to: statement, first: 2)
-            while try statement.step() {
-                let revision = statement.int64(0)
-                if limit > 0, events.count >= limit, let last = events.last, last.kv.modRevision != revision {
-                    cut = true
-                    break
-                }
-                let key = statement.bytes(2)
-                if statement.int64(7) != 0 {
-                    events.append(Event(kind: .delete, kv: KeyValue(key: key, modRevision: revision)))
-                } else {
-                    events.append(Event(kind: .put, kv: KeyValue(
-                        key: key, createRevision: statement.int64(4), modRevision: revision,
-                        version: statement.int64(5), value: statement.bytes(3), lease: statement.int64(6))))
-                }
-            }
+            cut = try MVCCStore.readEvents(statement, from: startRevision, keyRange: keyRange, limit: limit, into: &events)
         }
         if prevKv {
             for index in events.indices {
@@ -91,14 +71,8 @@ public final class MVCCWatchHistory: WatchHistory, @unchecked Sendable {
     }
 
     private func valueAt(_ key: [UInt8], revision: Revision) throws -> KeyValue? {
-        let statement = try database.statement("""
-            SELECT rev, create_rev, version, value, lease, tombstone FROM kv
-            WHERE key = ?1 AND rev <= ?2 ORDER BY rev DESC, sub DESC LIMIT 1
-            """)
+        let statement = try database.statement(MVCCStore.valueAtSQL)
         defer { statement.reset() }
-        statement.bind(1, key).bind(2, revision)
-        guard try statement.step(), statement.int64(5) == 0 else { return nil }
-        return KeyValue(key: key, createRevision: statement.int64(1), modRevision: statement.int64(0),
-                        version: statement.int64(2), value: statement.bytes(3), lease: statement.int64(4))
+        return try MVCCStore.readValue(statement, key: key, revision: revision)
     }
 }

@@ -72,7 +72,7 @@ import Testing
     }
 
     @Test func randomBytesNeverCrash() {
-        var generator = SplitMix64(seed: 42)
+        var generator = SeededRandom(seed: 42)
         var decoded = 0
         for _ in 0..<20_000 {
             let length = Int(generator.next() % 40)
@@ -97,15 +97,3 @@ import Testing
     }
 }
 
-/// A small, seedable generator so randomized tests replay exactly.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

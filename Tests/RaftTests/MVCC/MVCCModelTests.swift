@@ -253,7 +253,7 @@ struct MVCCReference {
 
 /// Random etcd workloads over a small key space, so that keys collide, histories grow and compares hit.
 struct MVCCWorkload {
-    var random: SplitMix64
+    var random: SeededRandom
     static let keys: [[UInt8]] = [b("a"), b("ab"), b("abc"), b("b"), b("c"), [0, 1], [0xff], [0xff, 0xff]]
     static let values: [[UInt8]] = [[], [0], [1], [0xff], b("v1"), b("v2"), b("value")]
 
@@ -383,7 +383,7 @@ struct MVCCWorkload {
     /// Runs one seeded workload; returns a description of the first divergence, if any.
     static func run(seed: UInt64, operations: Int) throws -> String? {
         let scratch = try MVCCScratch()
-        var workload = MVCCWorkload(random: SplitMix64(seed: seed))
+        var workload = MVCCWorkload(random: SeededRandom(seed: seed))
         var model = MVCCReference()
         var store = try scratch.open()
         for step in 0..<operations {

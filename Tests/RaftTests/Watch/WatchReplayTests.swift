@@ -9,7 +9,7 @@ struct WatchReplayTests {
     /// range: no gap, no duplicate, in order, one revision per response, and progress never ahead.
     @Test func historyReplaySwitchesToLiveWithoutGapsOrDuplicates() async throws {
         let seed = watchSeed("historyReplaySwitchesToLiveWithoutGapsOrDuplicates")
-        var random = SeededGenerator(seed: seed)
+        var random = SeededRandom(seed: seed)
         let fixture = try WatchFixture(.init(maxBufferedEventsPerWatcher: 12, historyBatchEvents: 5,
                                              maxWatchersPerSync: 3))
         let keys = (0..<16).map { "k\(String($0, radix: 16))" }

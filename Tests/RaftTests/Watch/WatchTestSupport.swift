@@ -63,18 +63,6 @@ func events(_ responses: [WatchResponse], _ watchID: Int64) -> [Event] {
     responses.filter { $0.watchID == watchID }.flatMap(\.events)
 }
 
-/// A small deterministic generator (SplitMix64), so a failing seed replays.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The seed from `WATCH_SEED`, or a fresh one; printed with the command that replays it.
 func watchSeed(_ test: String) -> UInt64 {
