@@ -111,13 +111,13 @@ struct RaftLog {
 
     /// Appends the leader's `entries` that follow `prevIndex`, skipping those already present and truncating at the
     /// first conflict. Returns the last index the leader's entries cover.
-    mutating func appendFromLeader(prevIndex: LogIndex, entries: [Entry], allowTruncatingCommitted: Bool = false) -> LogIndex {
+    mutating func appendFromLeader(prevIndex: LogIndex, entries: [Entry]) -> LogIndex {
         let lastNew = prevIndex + LogIndex(entries.count)
         for (offset, entry) in entries.enumerated() {
             precondition(entry.index == prevIndex + 1 + LogIndex(offset), "leader sent non-contiguous entries")
             if let existing = term(at: entry.index), existing == entry.term { continue }
             if entry.index <= lastIndex {
-                precondition(allowTruncatingCommitted || entry.index > committed,
+                precondition(entry.index > committed,
                              "entry \(entry.index) conflicts with the committed prefix (commit \(committed))")
             }
             append(Array(entries[offset...]))
