@@ -19,6 +19,11 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", exact: "2.4.1"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", exact: "2.9.2"),
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        // Member and cluster IDs are SHA-1 based, as etcd's (so the same flags give the same IDs).
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // The system libsqlite3 (Debian: libsqlite3-dev).
@@ -49,8 +54,18 @@ let package = Package(
             name: "KVServer",
             dependencies: [
                 "RaftKV",
+                "EtcdAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
@@ -70,6 +85,17 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
         .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects"]),
+        // Server tests: units of the kvserver target, and real kvserver processes driven by the real etcdctl.
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "KVServer",
+                "RaftKV",
+                "EtcdAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ]
+        ),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
