@@ -7,15 +7,15 @@ public struct BinaryDecodingError: Error, Sendable, Hashable, CustomStringConver
 }
 
 /// Appends primitives: LEB128 varints for unsigned integers, zigzag varints for signed ones, length-prefixed blobs.
-struct BinaryWriter {
-    var bytes: [UInt8] = []
+public struct BinaryWriter {
+    public var bytes: [UInt8] = []
 
-    init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
+    public init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
 
-    mutating func byte(_ value: UInt8) { bytes.append(value) }
-    mutating func bool(_ value: Bool) { bytes.append(value ? 1 : 0) }
+    public mutating func byte(_ value: UInt8) { bytes.append(value) }
+    public mutating func bool(_ value: Bool) { bytes.append(value ? 1 : 0) }
 
-    mutating func unsigned(_ value: UInt64) {
+    public mutating func unsigned(_ value: UInt64) {
         var rest = value
         while rest >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: rest) | 0x80)
@@ -24,35 +24,35 @@ struct BinaryWriter {
         bytes.append(UInt8(rest))
     }
 
-    mutating func signed(_ value: Int64) {
+    public mutating func signed(_ value: Int64) {
         unsigned(UInt64(bitPattern: (value << 1) ^ (value >> 63)))
     }
 
-    mutating func blob(_ value: [UInt8]) {
+    public mutating func blob(_ value: [UInt8]) {
         unsigned(UInt64(value.count))
         bytes.append(contentsOf: value)
     }
 }
 
 /// Reads what ``BinaryWriter`` wrote, checking every length against the bytes that remain.
-struct BinaryReader {
-    let bytes: [UInt8]
-    var offset = 0
+public struct BinaryReader {
+    public let bytes: [UInt8]
+    public internal(set) var offset = 0
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    var isAtEnd: Bool { offset == bytes.count }
-    var remaining: Int { bytes.count - offset }
+    public var isAtEnd: Bool { offset == bytes.count }
+    public var remaining: Int { bytes.count - offset }
 
-    func failure(_ reason: String) -> BinaryDecodingError { BinaryDecodingError(reason: reason, offset: offset) }
+    public func failure(_ reason: String) -> BinaryDecodingError { BinaryDecodingError(reason: reason, offset: offset) }
 
-    mutating func byte() throws(BinaryDecodingError) -> UInt8 {
+    public mutating func byte() throws(BinaryDecodingError) -> UInt8 {
         guard offset < bytes.count else { throw failure("unexpected end") }
         defer { offset += 1 }
         return bytes[offset]
     }
 
-    mutating func bool() throws(BinaryDecodingError) -> Bool {
+    public mutating func bool() throws(BinaryDecodingError) -> Bool {
         switch try byte() {
         case 0: return false
         case 1: return true
@@ -60,7 +60,7 @@ struct BinaryReader {
         }
     }
 
-    mutating func unsigned() throws(BinaryDecodingError) -> UInt64 {
+    public mutating func unsigned() throws(BinaryDecodingError) -> UInt64 {
         var value: UInt64 = 0
         var shift: UInt64 = 0
         while true {
@@ -72,26 +72,26 @@ struct BinaryReader {
         }
     }
 
-    mutating func signed() throws(BinaryDecodingError) -> Int64 {
+    public mutating func signed() throws(BinaryDecodingError) -> Int64 {
         let raw = try unsigned()
         return Int64(bitPattern: (raw >> 1) ^ (0 &- (raw & 1)))
     }
 
     /// A count of items that each take at least `minimumBytesEach` bytes, so a forged count cannot make the
     /// decoder reserve more than the input could hold.
-    mutating func count(minimumBytesEach: Int) throws(BinaryDecodingError) -> Int {
+    public mutating func count(minimumBytesEach: Int) throws(BinaryDecodingError) -> Int {
         let value = try unsigned()
         guard value <= UInt64(remaining / max(1, minimumBytesEach)) else { throw failure("count \(value) exceeds the input") }
         return Int(value)
     }
 
-    mutating func blob() throws(BinaryDecodingError) -> [UInt8] {
+    public mutating func blob() throws(BinaryDecodingError) -> [UInt8] {
         let length = try count(minimumBytesEach: 1)
         defer { offset += length }
         return Array(bytes[offset..<(offset + length)])
     }
 
-    func expectEnd() throws(BinaryDecodingError) {
+    public func expectEnd() throws(BinaryDecodingError) {
         guard isAtEnd else { throw failure("\(remaining) trailing bytes") }
     }
 }
