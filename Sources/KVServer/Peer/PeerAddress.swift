@@ -1,0 +1,96 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+
+/// Why a peer URL was refused.
+struct PeerAddressError: Error, Sendable, Hashable, CustomStringConvertible {
+    var url: String
+    var reason: String
+
+    var description: String { "invalid peer URL \"\(url)\": \(reason)" }
+}
+
+/// Where a member listens for its peers: the host and port of an etcd peer URL (`http://10.0.0.1:2380`).
+struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    /// A host name, an IPv4 address, or an IPv6 address without its brackets.
+    var host: String
+    var port: Int
+
+    init(host: String, port: Int) {
+        precondition((0...65_535).contains(port), "port \(port) out of range")
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses an etcd peer URL: `http://host:port`, with an optional trailing slash. etcd requires the port too;
+    /// `https` is refused until peer TLS exists rather than silently spoken in plaintext.
+    init(url: String) throws(PeerAddressError) {
+        func failure(_ reason: String) -> PeerAddressError { PeerAddressError(url: url, reason: reason) }
+
+        guard let schemeEnd = url.range(of: "://") else { throw failure("missing scheme (want http://host:port)") }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        switch scheme {
+        case "http": break
+        case "https": throw failure("https peer URLs need peer TLS, which is not supported yet (use http)")
+        default: throw failure("unsupported scheme \"\(scheme)\" (want http)")
+        }
+        var authority = url[schemeEnd.upperBound...]
+        if authority.hasSuffix("/") { authority = authority.dropLast() }
+        guard !authority.contains(where: { "/?#@".contains($0) }) else {
+            throw failure("a peer URL has no path, query or user (want http://host:port)")
+        }
+
+        let host: Substring
+        let portText: Substring
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw failure("unterminated IPv6 address") }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let rest = authority[authority.index(after: close)...]
+            guard rest.hasPrefix(":") else { throw failure("missing port") }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = authority.lastIndex(of: ":") else { throw failure("missing port") }
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
+            guard !host.contains(":") else { throw failure("an IPv6 address needs brackets, as in http://[::1]:2380") }
+        }
+        guard !host.isEmpty else { throw failure("missing host") }
+        guard host.allSatisfy({ $0.isLetter || $0.isNumber || ".-_:%".contains($0) }) else {
+            throw failure("invalid host \"\(host)\"")
+        }
+        guard !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+              let port = Int(portText), (0...65_535).contains(port) else {
+            throw failure("invalid port \"\(portText)\"")
+        }
+        self.init(host: String(host), port: port)
+    }
+
+    var isIPv6: Bool { host.contains(":") }
+
+    var isIPv4: Bool {
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in
+            !part.isEmpty && part.count <= 3 && part.allSatisfy { $0.isASCII && $0.isNumber } && Int(part)! <= 255
+        }
+    }
+
+    /// `host:port`, with brackets around an IPv6 host.
+    var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    var url: String { "http://\(description)" }
+
+    /// The gRPC target that dials this address; host names go through DNS, so a peer may move behind its name.
+    var clientTarget: any ResolvableTarget {
+        if isIPv4 { return .ipv4(address: host, port: port) }
+        if isIPv6 { return .ipv6(address: host, port: port) }
+        return .dns(host: host, port: port)
+    }
+
+    /// The socket address to listen on. Like etcd, listening needs an IP address; `localhost` is accepted as the
+    /// loopback address.
+    func bindAddress() throws(PeerAddressError) -> GRPCNIOTransportCore.SocketAddress {
+        if isIPv4 { return .ipv4(host: host, port: port) }
+        if isIPv6 { return .ipv6(host: host, port: port) }
+        if host.lowercased() == "localhost" { return .ipv4(host: "127.0.0.1", port: port) }
+        throw PeerAddressError(url: url, reason: "expected an IP address to listen on")
+    }
+}
