@@ -63,6 +63,23 @@ private func snapshotFileNames(_ directory: URL) throws -> [String] {
     }
 }
 
+/// etcd's member IDs are SHA-1 based and use all 64 bits; SQLite's integers are signed.
+@Test func sqliteLogStorageKeepsMemberIDsAboveInt64Max() throws {
+    try withTemporaryDirectory { directory in
+        let vote: NodeID = 0xd4c3_3893_9122_f8de
+        let membership = Membership(voters: [vote, 0x8000_0000_0000_0000], learners: [UInt64.max])
+        do {
+            let storage = try SQLiteLogStorage(directory: directory)
+            try storage.save(hardState: HardState(term: 3, vote: vote, commit: 0), entries: entries(1...2, term: 3), sync: true)
+            #expect(storage.hardState.vote == vote)
+        }
+        let reopened = try SQLiteLogStorage(directory: directory)
+        #expect(reopened.hardState == HardState(term: 3, vote: vote, commit: 0))
+        #expect(SQLiteLogStorage.decodeMembers(SQLiteLogStorage.encodeMembers(membership.voters)) == membership.voters)
+        #expect(SQLiteLogStorage.decodeMembers(SQLiteLogStorage.encodeMembers(membership.learners)) == membership.learners)
+    }
+}
+
 @Test func sqliteLogStorageAppendsAndReopens() throws {
     try withTemporaryDirectory { directory in
         let written = entries(1...3, term: 1) + entries(4...5, term: 2)

@@ -13,6 +13,12 @@ public indirect enum KVCommand: Sendable, Hashable {
     case leaseRevoke(id: LeaseID)
     case leaseCheckpoint([LeaseCheckpoint])
     case alarm(AlarmAction)
+    /// Records a member's name and client URLs (etcd's "publish", sent by each member once it serves).
+    case publishMember(id: NodeID, name: String, clientURLs: [String])
+    /// Records a member's peer URLs (etcd's MemberAdd and MemberUpdate carry them).
+    case setMemberPeerURLs(id: NodeID, peerURLs: [String])
+    /// Drops a member's record; the state machine issues it itself when a member's removal is applied.
+    case forgetMember(id: NodeID)
 }
 
 /// Why bytes could not be decoded as a ``KVCommand`` or a result.
@@ -32,6 +38,7 @@ public enum KVCommandCodec {
 
     fileprivate enum Tag: UInt8 {
         case range = 1, put, deleteRange, txn, compact, leaseGrant, leaseRevoke, leaseCheckpoint, alarm
+        case publishMember, setMemberPeerURLs, forgetMember
     }
 
     fileprivate enum OpTag: UInt8 {
@@ -80,6 +87,18 @@ public enum KVCommandCodec {
         case .alarm(let action):
             writer.byte(Tag.alarm.rawValue)
             writer.byte(action.rawValue)
+        case .publishMember(let id, let name, let clientURLs):
+            writer.byte(Tag.publishMember.rawValue)
+            writer.unsigned(id)
+            writer.blob(Array(name.utf8))
+            writer.strings(clientURLs)
+        case .setMemberPeerURLs(let id, let peerURLs):
+            writer.byte(Tag.setMemberPeerURLs.rawValue)
+            writer.unsigned(id)
+            writer.strings(peerURLs)
+        case .forgetMember(let id):
+            writer.byte(Tag.forgetMember.rawValue)
+            writer.unsigned(id)
         }
         return writer.bytes
     }
@@ -111,6 +130,12 @@ public enum KVCommandCodec {
             let raw = try reader.byte()
             guard let action = AlarmAction(rawValue: raw) else { throw reader.failure("unknown alarm action \(raw)") }
             command = .alarm(action)
+        case .publishMember:
+            command = .publishMember(id: try reader.unsigned(), name: try reader.string(), clientURLs: try reader.strings())
+        case .setMemberPeerURLs:
+            command = .setMemberPeerURLs(id: try reader.unsigned(), peerURLs: try reader.strings())
+        case .forgetMember:
+            command = .forgetMember(id: try reader.unsigned())
         }
         guard reader.isAtEnd else { throw reader.failure("\(reader.remaining) trailing bytes") }
         return command
@@ -281,5 +306,28 @@ fileprivate extension BinaryReader {
             }
         }
         return ops
+    }
+}
+
+fileprivate extension BinaryWriter {
+    mutating func strings(_ values: [String]) {
+        unsigned(UInt64(values.count))
+        for value in values { blob(Array(value.utf8)) }
+    }
+}
+
+fileprivate extension BinaryReader {
+    mutating func string() throws(BinaryDecodingError) -> String {
+        let raw = try blob()
+        guard let text = String(validating: raw, as: UTF8.self) else { throw failure("invalid UTF-8") }
+        return text
+    }
+
+    mutating func strings() throws(BinaryDecodingError) -> [String] {
+        let count = try count(minimumBytesEach: 1)
+        var values: [String] = []
+        values.reserveCapacity(count)
+        for _ in 0..<count { values.append(try string()) }
+        return values
     }
 }

@@ -378,3 +378,25 @@ public struct Event: Sendable, Hashable {
         self.prevKv = prevKv
     }
 }
+
+/// What the replicated state knows of a member beyond its Raft ID (etcd's `membership.Member` attributes).
+/// Membership itself is Raft's; a record may exist briefly for an ID whose addition has not committed.
+public struct MemberRecord: Sendable, Hashable {
+    public var id: NodeID
+    /// Empty until the member has published itself.
+    public var name: String
+    public var peerURLs: [String]
+    /// Empty until the member has published itself.
+    public var clientURLs: [String]
+
+    public init(id: NodeID, name: String = "", peerURLs: [String] = [], clientURLs: [String] = []) {
+        self.id = id
+        self.name = name
+        self.peerURLs = peerURLs
+        self.clientURLs = clientURLs
+    }
+
+    // URLs never contain a newline (they are validated before they are proposed), so it separates them.
+    static func joined(_ urls: [String]) -> String { urls.joined(separator: "\n") }
+    static func split(_ text: String) -> [String] { text.isEmpty ? [] : text.components(separatedBy: "\n") }
+}

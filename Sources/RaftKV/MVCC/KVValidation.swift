@@ -38,7 +38,7 @@ public enum KVValidation {
         case .leaseGrant(let id, let ttlSeconds):
             if id == 0 { throw .leaseNotFound }
             if ttlSeconds > maxLeaseTTLSeconds { throw .leaseTTLTooLarge }
-        case .compact, .leaseRevoke, .leaseCheckpoint, .alarm: return
+        case .compact, .leaseRevoke, .leaseCheckpoint, .alarm, .publishMember, .setMemberPeerURLs, .forgetMember: return
         }
     }
 

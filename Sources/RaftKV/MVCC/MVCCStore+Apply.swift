@@ -145,6 +145,31 @@ extension MVCCStore {
         case .alarm(let action):
             isNoSpaceAlarmArmed = action == .activate
             return .success(.alarm(AlarmResponse(revision: currentRevision, noSpaceArmed: isNoSpaceAlarmArmed)))
+
+        // Member records are metadata beside the keyspace: no revision, no event.
+        case .publishMember(let id, let name, let clientURLs):
+            try withStatement("""
+                INSERT INTO member (id, name, client_urls) VALUES (?1, ?2, ?3)
+                ON CONFLICT (id) DO UPDATE SET name = excluded.name, client_urls = excluded.client_urls
+                """) { statement in
+                try statement.bind(1, Int64(bitPattern: id)).bind(2, name).bind(3, MemberRecord.joined(clientURLs)).run()
+            }
+            return .success(.none)
+
+        case .setMemberPeerURLs(let id, let peerURLs):
+            try withStatement("""
+                INSERT INTO member (id, peer_urls) VALUES (?1, ?2)
+                ON CONFLICT (id) DO UPDATE SET peer_urls = excluded.peer_urls
+                """) { statement in
+                try statement.bind(1, Int64(bitPattern: id)).bind(2, MemberRecord.joined(peerURLs)).run()
+            }
+            return .success(.none)
+
+        case .forgetMember(let id):
+            try withStatement("DELETE FROM member WHERE id = ?1") { statement in
+                try statement.bind(1, Int64(bitPattern: id)).run()
+            }
+            return .success(.none)
         }
     }
 

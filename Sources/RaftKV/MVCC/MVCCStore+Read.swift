@@ -99,6 +99,19 @@ extension MVCCStore {
         return info
     }
 
+    /// Every member record, by ascending ID (a UInt64 ID is stored as its Int64 bit pattern).
+    public func members() throws -> [MemberRecord] {
+        try withStatement("SELECT id, name, peer_urls, client_urls FROM member") { statement in
+            var result: [MemberRecord] = []
+            while try statement.step() {
+                result.append(MemberRecord(id: UInt64(bitPattern: statement.int64(0)), name: statement.string(1),
+                                           peerURLs: MemberRecord.split(statement.string(2)),
+                                           clientURLs: MemberRecord.split(statement.string(3))))
+            }
+            return result.sorted { $0.id < $1.id }
+        }
+    }
+
     /// Every lease, by ascending ID, without keys.
     public func leases() throws -> [LeaseInfo] {
         try withStatement("SELECT id, ttl, remaining_ttl FROM lease ORDER BY id") { statement in

@@ -200,6 +200,17 @@ public actor RaftNode {
         public var commitIndex: LogIndex
         public var appliedIndex: LogIndex
         public var membership: Membership
+
+        public init(id: NodeID, leader: NodeID, term: Term, role: Role, commitIndex: LogIndex, appliedIndex: LogIndex,
+                    membership: Membership) {
+            self.id = id
+            self.leader = leader
+            self.term = term
+            self.role = role
+            self.commitIndex = commitIndex
+            self.appliedIndex = appliedIndex
+            self.membership = membership
+        }
     }
 
     public var status: Status {

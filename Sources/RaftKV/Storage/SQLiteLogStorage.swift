@@ -231,7 +231,8 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
             defer { hardStateRow.reset() }
             _ = try hardStateRow.step()
             let hardState = HardState(term: try unsigned(hardStateRow.int64(0), "hard state term"),
-                                      vote: try unsigned(hardStateRow.int64(1), "vote"),
+                                      // Member IDs use all 64 bits (etcd's are SHA-1 based): stored as their bit pattern.
+                                      vote: NodeID(bitPattern: hardStateRow.int64(1)),
                                       commit: try unsigned(hardStateRow.int64(2), "commit index"))
 
             let boundaryRow = try database.statement("SELECT compacted_index, compacted_term FROM log_boundary")
@@ -565,7 +566,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
 
     private func writeHardState(_ state: HardState) throws {
         try database.statement("UPDATE hard_state SET term = ?, vote = ?, commit_index = ? WHERE id = 1")
-            .bind(1, state.term).bind(2, state.vote).bind(3, state.commit).run()
+            .bind(1, state.term).bind(2, Int64(bitPattern: state.vote)).bind(3, state.commit).run()
         guard database.changes == 1 else { throw LogStorageError(.corrupt, path: database.path, "hard state row is missing") }
     }
 
@@ -666,7 +667,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
         let name = fileNameRow.isNull(0) ? nil : fileNameRow.string(0)
         fileNameRow.reset()
         let entryCount = UInt64(ends[2])
-        return hard == [Int64(hardState.term), Int64(hardState.vote), Int64(hardState.commit), 0]
+        return hard == [Int64(hardState.term), Int64(bitPattern: hardState.vote), Int64(hardState.commit), 0]
             && boundary[0] == Int64(boundaryIndex) && boundary[1] == Int64(boundaryTerm)
             && snapshot[0] == Int64(snapshotMetadata.index) && snapshot[1] == Int64(snapshotMetadata.term)
             && name == snapshotFileName

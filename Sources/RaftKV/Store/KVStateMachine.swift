@@ -75,7 +75,13 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
         var decodeFailures: [LogIndex: KVError] = [:]
         var emptyEntryTerm: Term?
         let batch: [(index: LogIndex, command: KVCommand?)] = entries.map { entry in
-            guard entry.kind == .normal else { return (entry.index, nil) }
+            guard entry.kind == .normal else {
+                // A removed member's record goes with it, in the same transaction as the applied index.
+                if let change = ConfigChange(encoded: entry.data), case .removeMember(let id) = change {
+                    return (entry.index, .forgetMember(id: id))
+                }
+                return (entry.index, nil)
+            }
             guard !entry.data.isEmpty else {
                 emptyEntryTerm = entry.term
                 return (entry.index, nil)

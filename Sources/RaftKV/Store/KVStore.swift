@@ -453,7 +453,7 @@ public final class KVStore: Sendable {
     /// Waits are counted in ticks slept, like the node's own request timeout, not in wall-clock time: a process
     /// that was not scheduled for a while (a paused VM, a starved thread pool) must not time out requests that
     /// nothing had a chance to serve.
-    private var requestTimeoutTicks: Int { max(1, Int(configuration.requestTimeout / configuration.tickInterval)) }
+    var requestTimeoutTicks: Int { max(1, Int(configuration.requestTimeout / configuration.tickInterval)) }
 
     /// Proposes `command` and returns its applied response, retrying while no leader is known (an election) for up
     /// to the request timeout.
@@ -479,6 +479,12 @@ public final class KVStore: Sendable {
         case .failure(let error):
             throw error
         }
+    }
+
+    /// Waits for the local state to reflect every write committed before the call (ReadIndex), retrying through
+    /// elections up to the request timeout.
+    public func linearizableBarrier() async throws {
+        try await barrier()
     }
 
     /// Waits for the local state to reflect every write committed before the call (ReadIndex).
@@ -532,7 +538,7 @@ public final class KVStore: Sendable {
     }
 
     /// etcd's messages for the node's refusals.
-    static func kvError(_ error: RaftNodeError) -> KVError {
+    public static func kvError(_ error: RaftNodeError) -> KVError {
         switch error {
         case .rejected(let refusal):
             switch refusal {

@@ -77,6 +77,8 @@ struct MVCCReference {
             return .leaseRevoke(LeaseRevokeResponse(revision: readRevision))
         case .leaseCheckpoint: return .leaseCheckpoint(revision: currentRevision)
         case .alarm(let action): return .alarm(AlarmResponse(revision: currentRevision, noSpaceArmed: action == .activate))
+        // Member records live beside the keyspace, which the model covers.
+        case .publishMember, .setMemberPeerURLs, .forgetMember: return .none
         }
     }
 

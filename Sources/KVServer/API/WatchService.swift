@@ -1,0 +1,50 @@
+import EtcdAPI
+import GRPCCore
+import RaftKV
+
+/// etcd's `Watch` service: one ``WatchStream`` of the store's watch hub per gRPC stream; requests create, cancel
+/// and ask for progress, responses flow back in the hub's order.
+struct WatchService: Etcdserverpb_Watch.ServiceProtocol {
+    let server: EtcdServer
+
+    func watch(request: StreamingServerRequest<Etcdserverpb_WatchRequest>,
+               context: ServerContext) async throws -> StreamingServerResponse<Etcdserverpb_WatchResponse> {
+        // clientv3's WithRequireLeader: refuse the stream while this member knows no leader.
+        let requiresLeader = request.metadata[stringValues: "hasleader"].contains("true")
+        if requiresLeader && server.raftStatus.leader == 0 {
+            return StreamingServerResponse(error: RPCError(mapping: KVError.noLeader))
+        }
+        return StreamingServerResponse { writer in
+            try await serve(request.messages, writer)
+            return [:]
+        }
+    }
+
+    private func serve(_ requests: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>,
+                       _ writer: RPCWriter<Etcdserverpb_WatchResponse>) async throws {
+        let stream = server.store.watch()
+        defer { stream.close() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await response in stream.responses {
+                    try await writer.write(Etcdserverpb_WatchResponse(response,
+                                                                      header: server.header(revision: response.headerRevision)))
+                }
+            }
+            group.addTask {
+                // The client closing its side ends the stream, as etcd's receive loop does.
+                defer { stream.close() }
+                for try await message in requests {
+                    switch message.requestUnion {
+                    case .createRequest(let create): await stream.create(WatchCreateRequest(create))
+                    case .cancelRequest(let cancel): await stream.cancel(watchID: cancel.watchID)
+                    case .progressRequest: await stream.requestProgress()
+                    case nil: continue
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+}

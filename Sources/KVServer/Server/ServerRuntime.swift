@@ -1,0 +1,184 @@
+import Dispatch
+import EtcdAPI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOCore
+import RaftKV
+import Synchronization
+
+/// One `kvserver` process: opens the store, serves peers and clients, and runs until SIGTERM/SIGINT.
+struct ServerRuntime {
+    let configuration: ServerConfiguration
+    let logger: Logger
+
+    /// gRPC's framing and the request's other fields may exceed the payload a little (etcd adds 512 KiB too).
+    static let grpcOverheadBytes = 512 * 1024
+
+    func run() async throws {
+        let bootstrap = try await ClusterBootstrap.resolve(configuration, logger: logger) { url in
+            let bytes = try await PeerTransport.clusterInfo(at: try PeerAddress(url: url.description))
+            return try JSONDecoder().decode(ClusterInfo.self, from: Data(bytes))
+        }
+        let identity = bootstrap.identity
+        try FileManager.default.createDirectory(at: configuration.dataDirectory, withIntermediateDirectories: true)
+
+        // The server is created after the store, which needs the transport, which resolves addresses through the
+        // server: the box breaks the cycle.
+        let serverBox = ServerBox()
+        let initialByID = Dictionary(bootstrap.initialMembers.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let transport = PeerTransport(clusterID: identity.clusterID, localID: identity.memberID, resolve: { id in
+            let urls = serverBox.server?.peerURLs(of: id) ?? initialByID[id]?.peerURLs ?? []
+            return urls.first.flatMap { try? PeerAddress(url: $0) }
+        }, logger: logger)
+
+        var storeConfiguration = configuration.storeConfiguration
+        storeConfiguration.logger = logger
+        let store = try KVStore(directory: configuration.dataDirectory, memberID: identity.memberID,
+                                initialMembership: bootstrap.initialMembership, transport: transport,
+                                configuration: storeConfiguration)
+        try identity.save(in: configuration.dataDirectory)
+        let server = EtcdServer(store: store, clusterID: identity.clusterID, name: configuration.name,
+                                initialMembers: bootstrap.initialMembers, logger: logger)
+        serverBox.server = server
+        server.setForwarder(transport)
+        let metrics = ServerMetrics(serverVersion: EtcdServer.serverVersion)
+
+        let kv = KVService(server: server)
+        let lease = LeaseService(server: server)
+        let cluster = ClusterService(server: server, clusterToken: configuration.clusterToken)
+        let maintenance = MaintenanceService(server: server)
+        let forwarded = ForwardedRequestHandler(kv: kv, lease: lease, cluster: cluster, maintenance: maintenance)
+
+        // Clients: gRPC on an internal loopback port, behind one front listener per client URL (gRPC + HTTP).
+        let grpcServer = GRPCServer(
+            transport: HTTP2ServerTransport.Posix(
+                address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
+                config: .defaults { $0.rpc.maxRequestPayloadSize = configuration.maxRequestBytes + Self.grpcOverheadBytes }),
+            services: [kv, WatchService(server: server), lease, cluster, maintenance])
+
+        // Peers.
+        let peerService = PeerService(
+            clusterID: identity.clusterID, localID: identity.memberID,
+            isMember: { id in server.isPeerAccepted(id) },
+            deliver: { message in store.deliver(message) },
+            forward: { frame in try await forwarded.handle(frame) },
+            clusterInfo: { try server.clusterInfoJSON() },
+            logger: logger)
+        let peerServers = try configuration.listenPeerURLs.map { url in
+            try PeerServer(listeningOn: PeerAddress(url: url.description), service: peerService)
+        }
+
+        let endpoints = HTTPEndpoints(
+            health: { query in await server.health(serializable: query.serializable, excludedAlarms: query.excludedAlarms) },
+            versionJSON: { HTTPEndpoints.versionJSON(server: EtcdServer.serverVersion, cluster: EtcdServer.clusterVersion) },
+            metrics: {
+                if let sizes = try? store.stateMachine.withStore({ (try $0.sizeBytes(), try $0.sizeInUseBytes()) }) {
+                    metrics.setDatabaseSize(total: sizes.0, inUse: sizes.1)
+                }
+                return metrics.render()
+            })
+
+        // Once shutdown starts, the servers' and the store's errors are the shutdown's own (cancellation).
+        let stopping = StoppingFlag()
+        @Sendable func untilShutdown(_ body: @Sendable () async throws -> Void) async throws {
+            do {
+                try await body()
+            } catch where stopping.isSet {
+                return
+            }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await untilShutdown { try await store.run() } }
+            group.addTask { await transport.run() }
+            for peerServer in peerServers { group.addTask { try await untilShutdown { try await peerServer.serve() } } }
+            group.addTask { try await untilShutdown { try await grpcServer.serve() } }
+
+            guard let grpcPort = try await grpcServer.listeningAddress?.ipv4?.port else {
+                throw ConfigurationError("the internal gRPC server did not start")
+            }
+            var listeners: [ClientListener] = []
+            for url in configuration.listenClientURLs {
+                listeners.append(try await ClientListener.bind(
+                    host: url.socketHost, port: url.port,
+                    grpcAddress: try SocketAddress(ipAddress: "127.0.0.1", port: grpcPort),
+                    endpoints: endpoints, logger: logger))
+            }
+            logger.info("serving", metadata: [
+                "name": "\(configuration.name)", "member-id": "\(hex(identity.memberID))",
+                "client-urls": "\(configuration.listenClientURLs.map(\.description).joined(separator: ","))",
+                "peer-urls": "\(configuration.listenPeerURLs.map(\.description).joined(separator: ","))",
+            ])
+
+            group.addTask {
+                await server.observeRaft(every: configuration.heartbeatInterval) { previous, status in
+                    if status.leader != previous.leader && status.leader != 0 {
+                        metrics.recordLeaderChange()
+                        logger.info("leader is \(hex(status.leader)) at term \(status.term)")
+                    }
+                    metrics.setLeader(hasLeader: status.leader != 0, isLeader: status.role == .leader)
+                    metrics.setProposals(committed: status.commitIndex, applied: status.appliedIndex, pending: 0)
+                }
+            }
+            group.addTask {
+                await server.publishUntilDone(name: configuration.name, clientURLs: configuration.advertiseClientURLs)
+            }
+            group.addTask { await AutoCompactor(server: server, policy: configuration.autoCompaction).run() }
+
+            await ShutdownSignal.wait()
+            logger.info("received a shutdown signal; stopping")
+            stopping.set()
+            for listener in listeners { await listener.close() }
+            grpcServer.beginGracefulShutdown()
+            for peerServer in peerServers { peerServer.beginGracefulShutdown() }
+            await store.close()
+            group.cancelAll()
+        }
+        logger.info("stopped")
+    }
+}
+
+/// Set once shutdown begins.
+private final class StoppingFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
+}
+
+/// Lets the transport's resolver reach the server, created later.
+private final class ServerBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: EtcdServer?
+    var server: EtcdServer? {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
+
+/// SIGTERM and SIGINT, as an awaitable event.
+enum ShutdownSignal {
+    static func wait() async {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { continuation.yield(signalNumber) }
+            source.resume()
+            sources.append(source)
+        }
+        await withTaskCancellationHandler {
+            for await _ in stream { break }
+        } onCancel: {
+            continuation.finish()
+        }
+        for source in sources { source.cancel() }
+    }
+}
+
+extension PeerTransport: LeaderForwarding {
+    func forward(to leader: NodeID, _ request: [UInt8]) async throws -> [UInt8] {
+        try await forward(to: leader, request, timeout: nil)
+    }
+}

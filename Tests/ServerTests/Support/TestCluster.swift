@@ -1,0 +1,213 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `kvserver` processes on loopback, driven by the real `etcdctl` (Debian's etcd-client, installed by .ci/run).
+final class TestCluster {
+    struct Member {
+        var name: String
+        var clientPort: Int
+        var peerPort: Int
+        var process: Process?
+        var clientURL: String { "http://127.0.0.1:\(clientPort)" }
+        var peerURL: String { "http://127.0.0.1:\(peerPort)" }
+        var endpoint: String { "127.0.0.1:\(clientPort)" }
+    }
+
+    let root: URL
+    var members: [Member]
+    let token: String
+    /// Short timings keep elections quick in tests (etcd's rule: election ≥ 5 heartbeats).
+    var extraFlags = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+
+    /// `swift test` builds `kvserver` beside the test bundle (the build products directory).
+    static var kvserver: URL {
+        let bundle = Bundle(for: TestCluster.self).bundleURL
+        let candidates = [bundle.deletingLastPathComponent(), bundle, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        for directory in candidates {
+            let binary = directory.appendingPathComponent("kvserver")
+            if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
+        }
+        return candidates[0].appendingPathComponent("kvserver")
+    }
+
+    struct MissingTool: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func etcdctlPath() throws -> String {
+        for candidate in ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"]
+        where FileManager.default.isExecutableFile(atPath: candidate) {
+            return candidate
+        }
+        throw MissingTool(description: "the real etcdctl is not installed (apt-get install etcd-client); .ci/run installs it")
+    }
+
+    init(size: Int) throws {
+        root = FileManager.default.temporaryDirectory
+            .appendingPathComponent("kvserver-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let ports = try Self.freePorts(count: size * 2)
+        members = (0..<size).map { index in
+            Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1])
+        }
+        token = "test-\(UUID().uuidString.prefix(6))"
+        guard FileManager.default.isExecutableFile(atPath: Self.kvserver.path) else {
+            throw MissingTool(description: "kvserver is not built at \(Self.kvserver.path) (swift build builds it)")
+        }
+    }
+
+    deinit {
+        for member in members { member.process.map(Self.terminate) }
+        // KVSERVER_TEST_KEEP=1 keeps data and logs for a look after a failure.
+        if ProcessInfo.processInfo.environment["KVSERVER_TEST_KEEP"] == nil {
+            try? FileManager.default.removeItem(at: root)
+        }
+    }
+
+    var initialCluster: String { members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",") }
+    var endpoints: String { members.map(\.endpoint).joined(separator: ",") }
+
+    func dataDirectory(_ index: Int) -> URL { root.appendingPathComponent("\(members[index].name).etcd") }
+    func logFile(_ index: Int) -> URL { root.appendingPathComponent("\(members[index].name).log") }
+
+    func startAll() throws {
+        for index in members.indices { try start(index) }
+    }
+
+    func start(_ index: Int, state: String = "new", initialCluster: String? = nil) throws {
+        let member = members[index]
+        let process = Process()
+        process.executableURL = Self.kvserver
+        process.arguments = [
+            "--name", member.name, "--data-dir", dataDirectory(index).path,
+            "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
+            "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
+            "--initial-cluster-token", token, "--initial-cluster", initialCluster ?? self.initialCluster,
+            "--initial-cluster-state", state,
+        ] + extraFlags
+        if !FileManager.default.fileExists(atPath: logFile(index).path) {
+            FileManager.default.createFile(atPath: logFile(index).path, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: logFile(index))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        members[index].process = process
+    }
+
+    func kill(_ index: Int, signal: Int32 = SIGKILL) {
+        guard let process = members[index].process else { return }
+        Glibc.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        members[index].process = nil
+    }
+
+    private static func terminate(_ process: Process) {
+        guard process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// The log of a member, for failure messages.
+    func log(_ index: Int) -> String {
+        (try? String(contentsOf: logFile(index), encoding: .utf8)) ?? ""
+    }
+
+    // MARK: etcdctl
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs the real etcdctl (API v3) against `endpoints` (default: every member), with a bounded run time.
+    @discardableResult
+    func etcdctl(_ arguments: [String], endpoints: String? = nil, stdin: String? = nil,
+                 timeout: TimeInterval = 20) throws -> Output {
+        try Self.run(try Self.etcdctlPath(), ["--endpoints=\(endpoints ?? self.endpoints)"] + arguments,
+                     environment: ["ETCDCTL_API": "3"], stdin: stdin, timeout: timeout)
+    }
+
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                    stdin: String? = nil, timeout: TimeInterval) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try? input.fileHandleForWriting.close()
+        // Read both pipes while the process runs, so a large output cannot block it.
+        let group = DispatchGroup()
+        let collected = CollectedOutput()
+        DispatchQueue.global().async(group: group) { collected.stdout = out.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { collected.stderr = err.fileHandleForReading.readDataToEndOfFile() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Output(status: process.terminationStatus, stdout: String(decoding: collected.stdout, as: UTF8.self),
+                      stderr: String(decoding: collected.stderr, as: UTF8.self))
+    }
+
+    private final class CollectedOutput: @unchecked Sendable {
+        var stdout = Data()
+        var stderr = Data()
+    }
+
+    /// Waits (bounded) until `etcdctl endpoint health` succeeds on every running member.
+    func waitHealthy(timeout: TimeInterval = 30, file: StaticString = #filePath, line: UInt = #line) throws {
+        let running = members.filter { $0.process != nil }.map(\.endpoint).joined(separator: ",")
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = Output(status: -1, stdout: "", stderr: "")
+        while Date() < deadline {
+            last = try etcdctl(["endpoint", "health", "--command-timeout=2s"], endpoints: running, timeout: 10)
+            if last.status == 0 { return }
+            usleep(200_000)
+        }
+        XCTFail("cluster not healthy within \(timeout) s: \(last.stdout)\(last.stderr)\n--- log of \(members[0].name) (in \(root.path)):\n\(log(0).prefix(6000))",
+                file: file, line: line)
+        throw MissingTool(description: "cluster not healthy")
+    }
+
+    // MARK: Ports
+
+    /// Ports the kernel hands out for port 0, released again; the window in which another process could take
+    /// one is tiny and only on loopback.
+    static func freePorts(count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw POSIXError(.EMFILE) }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = 0
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}
