@@ -47,7 +47,9 @@ extension RPCError {
     init(mapping error: any Error) {
         switch error {
         case let rpc as RPCError:
-            self = rpc
+            // Only code and message: an error relayed from a peer carries that peer's trailers, which must not be
+            // sent on as this server's (reserved HTTP/2 fields there make the client drop the connection).
+            self.init(code: rpc.code, message: rpc.message)
         case let kv as KVError:
             self.init(code: Self.code(kv.code), message: kv.description)
         case let api as APIError:

@@ -55,7 +55,13 @@ struct ServerRuntime {
         let grpcServer = GRPCServer(
             transport: HTTP2ServerTransport.Posix(
                 address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
-                config: .defaults { $0.rpc.maxRequestPayloadSize = configuration.maxRequestBytes + Self.grpcOverheadBytes }),
+                config: .defaults {
+                    $0.rpc.maxRequestPayloadSize = configuration.maxRequestBytes + Self.grpcOverheadBytes
+                    // etcd's clients ping every few seconds (etcdctl: --keepalive-time=2s), with or without calls in
+                    // flight; grpc-swift's default policy would answer GOAWAY "too many pings" and close them.
+                    $0.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(1),
+                                                                   allowWithoutCalls: true)
+                }),
             services: [kv, WatchService(server: server), lease, cluster, maintenance])
 
         // Peers.

@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+
+/// Growing and shrinking a running cluster with the real etcdctl, as an operator would.
+final class MembershipTests: XCTestCase {
+    func testAddLearnerPromoteAndRemoveAMember() throws {
+        let cluster = try TestCluster(size: 4)
+        let founders = [0, 1, 2]
+        let foundingCluster = founders.map { "\(cluster.members[$0].name)=\(cluster.members[$0].peerURL)" }
+            .joined(separator: ",")
+        for index in founders { try cluster.start(index, initialCluster: foundingCluster) }
+        let foundersEndpoints = founders.map { cluster.members[$0].endpoint }.joined(separator: ",")
+        try cluster.waitHealthy()
+        XCTAssertEqual(try cluster.etcdctl(["put", "/before", "1"], endpoints: foundersEndpoints).stdout, "OK\n")
+
+        // member add prints the environment the new member starts with, as etcdctl does.
+        let newcomer = cluster.members[3]
+        let added = try cluster.etcdctl(["member", "add", newcomer.name, "--learner", "--peer-urls=\(newcomer.peerURL)"],
+                                        endpoints: foundersEndpoints)
+        XCTAssertEqual(added.status, 0, added.stderr)
+        XCTAssertTrue(added.stdout.contains("ETCD_NAME=\"\(newcomer.name)\""), added.stdout)
+        XCTAssertTrue(added.stdout.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), added.stdout)
+        let initialCluster = try XCTUnwrap(added.stdout.split(separator: "\n")
+            .first { $0.hasPrefix("ETCD_INITIAL_CLUSTER=") }?.dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast())
+        XCTAssertTrue(initialCluster.contains("\(newcomer.name)=\(newcomer.peerURL)"), String(initialCluster))
+        let unstarted = try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout
+        XCTAssertTrue(unstarted.contains(", unstarted, , \(newcomer.peerURL), , true"), unstarted)
+
+        // The new member joins with the printed settings and catches up.
+        try cluster.start(3, state: "existing", initialCluster: String(initialCluster))
+        var caughtUp = ""
+        for _ in 0..<100 {
+            caughtUp = try cluster.etcdctl(["get", "/before", "--consistency=s", "--print-value-only"],
+                                           endpoints: newcomer.endpoint, timeout: 5).stdout
+            if caughtUp == "1\n" { break }
+            usleep(100_000)
+        }
+        XCTAssertEqual(caughtUp, "1\n", "the learner did not catch up:\n\(cluster.log(3).prefix(4000))")
+
+        // It publishes its name and client URLs once it runs.
+        var memberLine: Substring?
+        for _ in 0..<50 {
+            memberLine = try cluster.etcdctl(["member", "list"]).stdout.split(separator: "\n")
+                .first { $0.contains(", \(newcomer.name), ") }
+            if memberLine != nil { break }
+            usleep(100_000)
+        }
+        let memberID = try XCTUnwrap(memberLine?.split(separator: ",").first.map(String.init))
+        let promoted = try cluster.etcdctl(["member", "promote", memberID])
+        XCTAssertEqual(promoted.status, 0, promoted.stderr)
+        XCTAssertTrue(promoted.stdout.contains("Member \(memberID) promoted in cluster"), promoted.stdout)
+        // Every member shows the promotion once it has applied it.
+        let promotedLine = "\(memberID), started, \(newcomer.name), \(newcomer.peerURL), \(newcomer.clientURL), false"
+        var listed = ""
+        for _ in 0..<50 {
+            listed = try cluster.etcdctl(["member", "list"]).stdout
+            if listed.contains(promotedLine) { break }
+            usleep(50_000)
+        }
+        XCTAssertTrue(listed.contains(promotedLine), listed)
+        XCTAssertEqual(try cluster.etcdctl(["put", "/after", "2"], endpoints: newcomer.endpoint).stdout, "OK\n")
+
+        // Removing it: the cluster carries on without it, and it is refused as a peer.
+        let removed = try cluster.etcdctl(["member", "remove", memberID], endpoints: foundersEndpoints)
+        XCTAssertEqual(removed.status, 0, "\(removed.stderr)\nrunning: \(cluster.members.map { $0.process?.isRunning ?? false })")
+        XCTAssertTrue(removed.stdout.contains("Member \(memberID) removed from cluster"), removed.stdout)
+        XCTAssertFalse(try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout.contains(newcomer.name))
+        XCTAssertEqual(try cluster.etcdctl(["put", "/without", "3"], endpoints: foundersEndpoints).stdout, "OK\n")
+
+        let unknown = try cluster.etcdctl(["member", "remove", memberID], endpoints: foundersEndpoints)
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("etcdserver: member not found"), unknown.stderr)
+        let notLearner = try cluster.etcdctl(["member", "promote",
+                                              try XCTUnwrap(listed.split(separator: ",").first.map(String.init))],
+                                             endpoints: foundersEndpoints)
+        XCTAssertNotEqual(notLearner.status, 0)
+    }
+}
