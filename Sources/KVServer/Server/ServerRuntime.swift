@@ -33,8 +33,11 @@ struct ServerRuntime {
             return urls.first.flatMap { try? PeerAddress(url: $0) }
         }, logger: logger)
 
+        let metrics = ServerMetrics(serverVersion: EtcdServer.serverVersion)
         var storeConfiguration = configuration.storeConfiguration
         storeConfiguration.logger = logger
+        storeConfiguration.logSyncObserver = { metrics.observeWALFsync(seconds: $0 / .seconds(1)) }
+        storeConfiguration.stateCommitObserver = { metrics.observeBackendCommit(seconds: $0 / .seconds(1)) }
         let store = try KVStore(directory: configuration.dataDirectory, memberID: identity.memberID,
                                 initialMembership: bootstrap.initialMembership, transport: transport,
                                 configuration: storeConfiguration)
@@ -43,7 +46,6 @@ struct ServerRuntime {
                                 initialMembers: bootstrap.initialMembers, logger: logger)
         serverBox.server = server
         server.setForwarder(transport)
-        let metrics = ServerMetrics(serverVersion: EtcdServer.serverVersion)
 
         let kv = KVService(server: server)
         let lease = LeaseService(server: server)
@@ -77,7 +79,11 @@ struct ServerRuntime {
         }
 
         let endpoints = HTTPEndpoints(
-            health: { query in await server.health(serializable: query.serializable, excludedAlarms: query.excludedAlarms) },
+            health: { query in
+                let health = await server.health(serializable: query.serializable, excludedAlarms: query.excludedAlarms)
+                metrics.recordHealthCheck(healthy: health.healthy)
+                return health
+            },
             versionJSON: { HTTPEndpoints.versionJSON(server: EtcdServer.serverVersion, cluster: EtcdServer.clusterVersion) },
             metrics: {
                 if let sizes = try? store.stateMachine.withStore({ (try $0.sizeBytes(), try $0.sizeInUseBytes()) }) {

@@ -43,6 +43,7 @@ extension MVCCStore {
         }
         var applied: [AppliedEntry] = []
         applied.reserveCapacity(pending.count)
+        let started = ContinuousClock.now
         do {
             try db.transaction {
                 for entry in pending {
@@ -60,6 +61,7 @@ extension MVCCStore {
             throw error
         }
         appliedIndex = last.index
+        commitObserver?(ContinuousClock.now - started)
         try failurePoint?(.afterApplyCommit)
         return applied
     }

@@ -76,6 +76,8 @@ public final class MVCCStore {
     public var configuration: Configuration
     /// Lets fault tests fail (throw) at a persistence boundary.
     public var failurePoint: ((MVCCFailurePoint) throws -> Void)?
+    /// Told how long each apply transaction took to commit (etcd's backend commit duration).
+    public var commitObserver: (@Sendable (Duration) -> Void)?
 
     var db: SQLiteDatabase!
 

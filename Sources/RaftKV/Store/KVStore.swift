@@ -60,6 +60,10 @@ public final class KVStore: Sendable {
         public var compactionBatchRows: Int = 1_000
         /// The time leases are measured with.
         public var clock: any LeaseClock = SystemLeaseClock()
+        /// Told how long each fsynced Raft log write took (etcd's `etcd_disk_wal_fsync_duration_seconds`).
+        public var logSyncObserver: (@Sendable (Duration) -> Void)?
+        /// Told how long each state transaction took to commit (etcd's `etcd_disk_backend_commit_duration_seconds`).
+        public var stateCommitObserver: (@Sendable (Duration) -> Void)?
         public var logger: Logger = Logger(label: "raftkv")
 
         public init() {}
@@ -114,8 +118,10 @@ public final class KVStore: Sendable {
         let raftDirectory = memberDirectory.appendingPathComponent("raft")
         try FileManager.default.createDirectory(at: raftDirectory, withIntermediateDirectories: true)
         let storage = try SQLiteLogStorage(directory: raftDirectory)
+        storage.syncObserver = configuration.logSyncObserver
         stateMachine = try KVStateMachine(path: memberDirectory.appendingPathComponent("kv.db").path,
                                           configuration: MVCCStore.Configuration(quotaBackendBytes: configuration.quotaBackendBytes))
+        stateMachine.withStore { $0.commitObserver = configuration.stateCommitObserver }
         var leaseConfiguration = LeaseManager.Configuration()
         leaseConfiguration.checkpointInterval = configuration.leaseCheckpointInterval
         leaseManager = LeaseManager(clock: configuration.clock, configuration: leaseConfiguration)
