@@ -67,6 +67,13 @@ final class MembershipTests: XCTestCase {
         XCTAssertFalse(try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout.contains(newcomer.name))
         XCTAssertEqual(try cluster.etcdctl(["put", "/without", "3"], endpoints: foundersEndpoints).stdout, "OK\n")
 
+        // The removed member hears it from its former peers and stops, as etcd's does.
+        let removedProcess = try XCTUnwrap(cluster.members[3].process)
+        let deadline = Date().addingTimeInterval(15)
+        while removedProcess.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(removedProcess.isRunning, "the removed member still runs:\n\(cluster.log(3).suffix(2000))")
+        XCTAssertTrue(cluster.log(3).contains("the member has been permanently removed from the cluster"))
+
         let unknown = try cluster.etcdctl(["member", "remove", memberID], endpoints: foundersEndpoints)
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("etcdserver: member not found"), unknown.stderr)

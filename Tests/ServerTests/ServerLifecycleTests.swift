@@ -45,7 +45,7 @@ final class ServerLifecycleTests: XCTestCase {
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0, cluster.log(0))
         cluster.members[0].process = nil
-        XCTAssertTrue(cluster.log(0).contains("stopped"))
+        XCTAssertTrue(cluster.log(0).contains("received signal 15"), cluster.log(0))
 
         try cluster.start(0)
         try cluster.waitHealthy()

@@ -11,6 +11,7 @@ struct PeerService: RegistrableRPCService {
     let clusterID: UInt64
     let localID: NodeID
     private let isMember: @Sendable (NodeID) -> Bool
+    private let isRemoved: @Sendable (NodeID) -> Bool
     private let deliver: @Sendable (Message) -> Void
     private let forwardHandler: @Sendable ([UInt8]) async throws -> [UInt8]
     private let clusterInfoHandler: @Sendable () async throws -> [UInt8]
@@ -18,10 +19,13 @@ struct PeerService: RegistrableRPCService {
 
     /// - Parameters:
     ///   - isMember: whether a sender is a current member; frames from unknown or removed members are refused.
+    ///   - isRemoved: whether a refused sender was removed from the cluster (it is then told so, and stops);
+    ///     asked only for senders `isMember` refused.
     ///   - deliver: takes each accepted message (e.g. ``KVStore/deliver(_:)``); must not block.
     ///   - forward: answers a request forwarded by a follower. An ``RPCError`` it throws reaches the caller as it is.
     ///   - clusterInfo: the cluster ID and member list, for a member that joins.
     init(clusterID: UInt64, localID: NodeID, isMember: @escaping @Sendable (NodeID) -> Bool,
+         isRemoved: @escaping @Sendable (NodeID) -> Bool = { _ in false },
          deliver: @escaping @Sendable (Message) -> Void,
          forward: @escaping @Sendable ([UInt8]) async throws -> [UInt8],
          clusterInfo: @escaping @Sendable () async throws -> [UInt8],
@@ -30,6 +34,7 @@ struct PeerService: RegistrableRPCService {
         self.clusterID = clusterID
         self.localID = localID
         self.isMember = isMember
+        self.isRemoved = isRemoved
         self.deliver = deliver
         self.forwardHandler = forward
         self.clusterInfoHandler = clusterInfo
@@ -83,6 +88,7 @@ struct PeerService: RegistrableRPCService {
                 """)
         }
         guard frame.from != localID, isMember(frame.from) else {
+            if isRemoved(frame.from) { throw RPCError(code: .permissionDenied, message: PeerRPC.memberRemovedMessage) }
             throw RPCError(code: .permissionDenied, message: """
                 rafthttp: member \(PeerRPC.hex(frame.from)) is not a member of cluster \(PeerRPC.hex(clusterID)) \
                 (removed or unknown)

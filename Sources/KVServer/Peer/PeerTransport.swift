@@ -40,6 +40,7 @@ final class PeerTransport: RaftTransport {
     private let resolve: @Sendable (NodeID) -> PeerAddress?
     private let logger: Logger
     private let links = Mutex<LinkTable>(LinkTable())
+    private let removalHandler = Mutex<(@Sendable () -> Void)?>(nil)
     private let newLinks: AsyncStream<PeerLink>
     private let newLinksContinuation: AsyncStream<PeerLink>.Continuation
 
@@ -234,9 +235,18 @@ final class PeerTransport: RaftTransport {
                 _ = try response.message
             }
         } catch {
+            if let refusal = error as? RPCError, refusal.code == .permissionDenied,
+               refusal.message.contains(PeerRPC.memberRemovedMessage) {
+                removalHandler.withLock { $0 }?()
+            }
             return ending.value.withLock { $0 } ?? .failed(describe(error))
         }
         return ending.value.withLock { $0 } ?? .failed("the stream ended")
+    }
+
+    /// Called when a peer says this member was removed from the cluster (etcd then stops the member).
+    func onRemovedFromCluster(_ handler: @escaping @Sendable () -> Void) {
+        removalHandler.withLock { $0 = handler }
     }
 
     // MARK: - Forward and ClusterInfo

@@ -13,6 +13,9 @@ enum PeerRPC {
     /// Unary: empty request; the cluster ID and member list, for a member that joins.
     static let clusterInfo = MethodDescriptor(service: service, method: "ClusterInfo", type: .unary)
 
+    /// etcd's words to a removed member; the transport of a member that reads them stops the member.
+    static let memberRemovedMessage = "rafthttp: the member has been permanently removed from the cluster"
+
     /// Member and cluster IDs as etcd prints them: lowercase hex.
     static func hex(_ id: UInt64) -> String { String(id, radix: 16) }
 }

@@ -70,6 +70,7 @@ struct ServerRuntime {
         let peerService = PeerService(
             clusterID: identity.clusterID, localID: identity.memberID,
             isMember: { id in server.isPeerAccepted(id) },
+            isRemoved: { id in (try? store.isRemovedMember(id)) ?? false },
             deliver: { message in store.deliver(message) },
             forward: { frame in try await forwarded.handle(frame) },
             clusterInfo: { try server.clusterInfoJSON() },
@@ -138,8 +139,13 @@ struct ServerRuntime {
             }
             group.addTask { await AutoCompactor(server: server, policy: configuration.autoCompaction).run() }
 
-            await ShutdownSignal.wait()
-            logger.info("received a shutdown signal; stopping")
+            let shutdown = ShutdownSignal()
+            transport.onRemovedFromCluster {
+                logger.error("the member has been permanently removed from the cluster")
+                shutdown.trigger()
+            }
+            await shutdown.wait()
+            logger.info("stopping")
             stopping.set()
             for listener in listeners { await listener.close() }
             grpcServer.beginGracefulShutdown()
@@ -168,21 +174,34 @@ private final class ServerBox: @unchecked Sendable {
     }
 }
 
-/// SIGTERM and SIGINT, as an awaitable event.
-enum ShutdownSignal {
-    static func wait() async {
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+/// SIGTERM, SIGINT or ``trigger()`` (the member was removed), as an awaitable event.
+final class ShutdownSignal: Sendable {
+    private let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func trigger() {
+        continuation.yield()
+    }
+
+    func wait() async {
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { continuation.yield(signalNumber) }
+            source.setEventHandler { [continuation] in
+                FileHandle.standardError.write(Data("kvserver: received signal \(signalNumber)\n".utf8))
+                continuation.yield()
+            }
             source.resume()
             sources.append(source)
         }
         await withTaskCancellationHandler {
             for await _ in stream { break }
-        } onCancel: {
+        } onCancel: { [continuation] in
             continuation.finish()
         }
         for source in sources { source.cancel() }

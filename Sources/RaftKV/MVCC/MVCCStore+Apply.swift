@@ -171,6 +171,10 @@ extension MVCCStore {
             try withStatement("DELETE FROM member WHERE id = ?1") { statement in
                 try statement.bind(1, Int64(bitPattern: id)).run()
             }
+            // Remembered, as etcd does, so that the member can be told it was removed rather than unknown.
+            try withStatement("INSERT OR IGNORE INTO removed_member (id) VALUES (?1)") { statement in
+                try statement.bind(1, Int64(bitPattern: id)).run()
+            }
             return .success(.none)
         }
     }

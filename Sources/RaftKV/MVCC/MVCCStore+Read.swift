@@ -112,6 +112,14 @@ extension MVCCStore {
         }
     }
 
+    /// Whether member `id` was removed from the cluster (IDs are never reused).
+    public func isRemovedMember(_ id: NodeID) throws -> Bool {
+        try withStatement("SELECT 1 FROM removed_member WHERE id = ?1") { statement in
+            statement.bind(1, Int64(bitPattern: id))
+            return try statement.step()
+        }
+    }
+
     /// Every lease, by ascending ID, without keys.
     public func leases() throws -> [LeaseInfo] {
         try withStatement("SELECT id, ttl, remaining_ttl FROM lease ORDER BY id") { statement in

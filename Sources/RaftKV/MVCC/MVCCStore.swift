@@ -121,6 +121,7 @@ public final class MVCCStore {
             CREATE INDEX IF NOT EXISTS latest_lease ON latest (lease) WHERE lease != 0;
             CREATE TABLE IF NOT EXISTS lease (
                 id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, remaining_ttl INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS removed_member (id INTEGER PRIMARY KEY);
             CREATE TABLE IF NOT EXISTS member (
                 id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', peer_urls TEXT NOT NULL DEFAULT '',
                 client_urls TEXT NOT NULL DEFAULT '');

@@ -8,6 +8,11 @@ extension KVStore {
         try stateMachine.withStore { try $0.members() }
     }
 
+    /// Whether member `id` was removed from the cluster.
+    public func isRemovedMember(_ id: NodeID) throws -> Bool {
+        try stateMachine.withStore { try $0.isRemovedMember(id) }
+    }
+
     /// Records a member's name and client URLs in the replicated state (etcd's publish; a follower's publish is
     /// carried out by the leader on its behalf).
     public func publishMember(id: NodeID, name: String, clientURLs: [String]) async throws {
