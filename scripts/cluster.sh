@@ -71,12 +71,22 @@ stop() {
     done
 }
 
+# GET a path from a member's client port (curl when present, else bash's /dev/tcp).
+http_get() {
+    if command -v curl >/dev/null; then
+        curl -s --max-time 2 "http://127.0.0.1:$1$2"
+    else
+        timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf 'GET $2 HTTP/1.0\r\n\r\n' >&3 && cat <&3" \
+            | sed '1,/^\r$/d'
+    fi
+}
+
 status() {
     local healthy=0
     for i in 0 1 2; do
         local name=${NAMES[$i]} health
         if pid=$(pid_of "$name"); then
-            health=$(curl -s --max-time 2 "http://127.0.0.1:${CLIENT_PORTS[$i]}/health" || true)
+            health=$(http_get "${CLIENT_PORTS[$i]}" /health || true)
             echo "$name: running (pid $pid) http://127.0.0.1:${CLIENT_PORTS[$i]} ${health:-no answer}"
             [[ $health == *'"health":"true"'* ]] && healthy=$((healthy + 1))
         else
