@@ -350,7 +350,6 @@ private func snapshotFileNames(_ directory: URL) throws -> [String] {
     ("commit beyond last index", "UPDATE hard_state SET commit_index = 9", "commit index 9 is beyond the last entry 6"),
     ("first entry not after boundary", "DELETE FROM entries WHERE idx = 1", "first entry index 2 does not follow"),
     ("unknown entry kind", "UPDATE entries SET kind = 7 WHERE idx = 2", "entry 2 is malformed"),
-    ("negative vote", "UPDATE hard_state SET vote = -1", "negative vote"),
     ("missing hard state", "DELETE FROM hard_state", "hard_state has 0 rows"),
     ("snapshot beyond log", "UPDATE snapshot SET idx = 50, term = 2, file_name = 'x.snap'", "snapshot index 50 is outside"),
     ("compacted without snapshot", "UPDATE log_boundary SET compacted_index = 1, compacted_term = 1; DELETE FROM entries WHERE idx = 1", "compacted up to 1 without a snapshot"),

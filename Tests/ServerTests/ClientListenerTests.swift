@@ -583,7 +583,10 @@ struct ClientListenerTests {
                 try? await headers.send("X-Filler-\(index): \(String(repeating: "f", count: 1000))\r\n")
             }
             #expect(await headers.waitUntilClosed())
-            #expect(String(decoding: headers.received.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+            // The 400 may be lost: the server closes while the client still writes, and the kernel then resets the
+            // connection, dropping unread data. Whatever arrived must be that 400.
+            let answer = String(decoding: headers.received.bytes, as: UTF8.self)
+            #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(answer)")
 
             // A keep-alive connection that stays idle is closed after the request timeout.
             let idle = try await RawClient.connect(port: listener.port)
@@ -598,11 +601,12 @@ struct ClientListenerTests {
 
     @Test func garbageAndSilentClientsAreClosedWithoutDisturbingOthers() async throws {
         try await withGRPCStack { listener in
+            // Timed from before the connections exist: each one's sniff timeout starts when it is accepted.
+            let clock = ContinuousClock()
+            let start = clock.now
             let garbage = try await RawClient.connect(port: listener.port)
             let silent = try await RawClient.connect(port: listener.port)
             let halfPreface = try await RawClient.connect(port: listener.port)
-            let clock = ContinuousClock()
-            let start = clock.now
 
             try await garbage.send([0x00, 0xFF, 0x13, 0x37] + Array("\r\n\r\nnot http at all\r\n\r\n".utf8))
             try await halfPreface.send(Array(preface.prefix(10)))
@@ -623,7 +627,7 @@ struct ClientListenerTests {
             #expect(await silent.waitUntilClosed())
             #expect(await halfPreface.waitUntilClosed())
             // The silent ones were closed by the sniff timeout (400 ms), not at once.
-            #expect(clock.now - start >= .milliseconds(350))
+            #expect(clock.now - start >= .milliseconds(400))
             #expect(silent.received.bytes.isEmpty)
 
             // The keep-alive client outlived them all.

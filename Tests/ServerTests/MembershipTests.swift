@@ -48,7 +48,9 @@ final class MembershipTests: XCTestCase {
         let memberID = try XCTUnwrap(memberLine?.split(separator: ",").first.map(String.init))
         let promoted = try cluster.etcdctl(["member", "promote", memberID])
         XCTAssertEqual(promoted.status, 0, promoted.stderr)
-        XCTAssertTrue(promoted.stdout.contains("Member \(memberID) promoted in cluster"), promoted.stdout)
+        // etcdctl prints member IDs with %16x: padded with spaces to 16 characters.
+        let paddedID = String(repeating: " ", count: max(0, 16 - memberID.count)) + memberID
+        XCTAssertTrue(promoted.stdout.contains("Member \(paddedID) promoted in cluster"), promoted.stdout)
         // Every member shows the promotion once it has applied it.
         let promotedLine = "\(memberID), started, \(newcomer.name), \(newcomer.peerURL), \(newcomer.clientURL), false"
         var listed = ""
@@ -63,7 +65,7 @@ final class MembershipTests: XCTestCase {
         // Removing it: the cluster carries on without it, and it is refused as a peer.
         let removed = try cluster.etcdctl(["member", "remove", memberID], endpoints: foundersEndpoints)
         XCTAssertEqual(removed.status, 0, "\(removed.stderr)\nrunning: \(cluster.members.map { $0.process?.isRunning ?? false })")
-        XCTAssertTrue(removed.stdout.contains("Member \(memberID) removed from cluster"), removed.stdout)
+        XCTAssertTrue(removed.stdout.contains("Member \(paddedID) removed from cluster"), removed.stdout)
         XCTAssertFalse(try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout.contains(newcomer.name))
         XCTAssertEqual(try cluster.etcdctl(["put", "/without", "3"], endpoints: foundersEndpoints).stdout, "OK\n")
 
