@@ -241,6 +241,22 @@ public final class MVCCStore {
         }
     }
 
+    /// Copies the database at `path` into `file` through a connection of its own, so that the store's connection
+    /// goes on applying meanwhile (WAL: the copy reads one consistent state), and returns the applied index the copy
+    /// holds.
+    public static func writeSnapshot(ofDatabaseAt path: String, to file: URL) throws -> LogIndex {
+        do {
+            let source = try SQLiteDatabase(path: path, create: false)
+            try source.execute("PRAGMA busy_timeout = 10000")
+            try source.statement("VACUUM INTO ?1").bind(1, file.path).run()
+        }
+        let copy = try SQLiteDatabase(path: file.path, create: false, readOnly: true)
+        let statement = try copy.statement("SELECT value FROM meta WHERE name = 'applied_index'")
+        defer { statement.reset() }
+        guard try statement.step() else { throw MVCCStoreError.snapshotIndexMismatch(expected: 0, found: 0) }
+        return statement.uint64(0)
+    }
+
     /// Replaces the whole state with the snapshot in `file`, which must have been taken at `index`.
     public func restore(from file: URL, index: LogIndex) throws {
         // Check the snapshot before destroying anything.

@@ -73,6 +73,11 @@ public actor RaftNode {
     private var failure: RaftNodeError?
     private var wasMember = false
     private var lastLeader: NodeID = 0
+    /// A background snapshot is being written (at most one at a time).
+    private var snapshotInProgress = false
+    /// The index of the last membership change applied: a background snapshot taken below it cannot be given the
+    /// current membership, so it is dropped.
+    private var lastConfigChangeApplied: LogIndex = 0
 
     private struct ProposalWaiter {
         var term: Term
@@ -265,6 +270,7 @@ public actor RaftNode {
             try stateMachine.restore(from: file, index: snapshot.index)
             precondition(stateMachine.appliedIndex == snapshot.index, "state machine restored to \(stateMachine.appliedIndex), not \(snapshot.index)")
             logger.info("installed snapshot at \(snapshot.index) (term \(snapshot.term))")
+            lastConfigChangeApplied = max(lastConfigChangeApplied, snapshot.index)
         }
         if ready.hardState != nil || !ready.entries.isEmpty {
             try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
@@ -277,6 +283,9 @@ public actor RaftNode {
             precondition(results.count == ready.committed.count, "one result per applied entry")
             precondition(stateMachine.appliedIndex == ready.committed.last!.index, "the state machine must record what it applied")
             for (entry, result) in zip(ready.committed, results) { completeProposal(entry, result: result) }
+            if let change = ready.committed.last(where: { $0.kind == .configChange }) {
+                lastConfigChangeApplied = change.index
+            }
         }
         if ready.leader != lastLeader {
             if lastLeader != 0 || ready.leader == 0 { failReads(.leaderChanged) }
@@ -319,13 +328,53 @@ public actor RaftNode {
     private func maybeSnapshot() throws {
         let applied = stateMachine.appliedIndex
         let last = storage.snapshotMetadata.index
-        guard applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
+        guard !snapshotInProgress, applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
               applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
         let file = storage.temporarySnapshotFile()
+        if stateMachine.snapshotsConcurrently {
+            snapshotInProgress = true
+            let stateMachine = self.stateMachine
+            Task.detached { [weak self] in
+                let result = Result { try stateMachine.writeSnapshotConcurrently(to: file) }
+                await self?.adoptConcurrentSnapshot(result, file: file)
+            }
+            return
+        }
         try stateMachine.writeSnapshot(to: file)
         try storage.adoptLocalSnapshot(SnapshotMetadata(index: applied, term: term, membership: core.membership),
                                        file: file, retainEntries: options.snapshotRetainEntries)
         logger.debug("snapshot at \(applied); log now starts at \(storage.firstIndex)")
+    }
+
+    /// Adopts a snapshot written in the background, unless the log moved under it: a newer snapshot was installed
+    /// meanwhile, its entries were replaced, or the membership changed after the index it reflects.
+    private func adoptConcurrentSnapshot(_ result: Result<LogIndex, any Error>, file: URL) {
+        snapshotInProgress = false
+        guard failure == nil else {
+            try? FileManager.default.removeItem(at: file)
+            return
+        }
+        let index: LogIndex
+        switch result {
+        case .success(let taken): index = taken
+        case .failure(let error):
+            try? FileManager.default.removeItem(at: file)
+            fail(with: .stopped("writing a snapshot failed: \(error)"))
+            return
+        }
+        guard index > storage.snapshotMetadata.index, index <= storage.lastIndex, index <= core.appliedIndex,
+              index >= lastConfigChangeApplied, let term = storage.term(at: index) else {
+            try? FileManager.default.removeItem(at: file)
+            logger.debug("dropped a background snapshot at \(index)")
+            return
+        }
+        do {
+            try storage.adoptLocalSnapshot(SnapshotMetadata(index: index, term: term, membership: core.membership),
+                                           file: file, retainEntries: options.snapshotRetainEntries)
+            logger.debug("snapshot at \(index); log now starts at \(storage.firstIndex)")
+        } catch {
+            fail(with: .stopped("adopting a snapshot failed: \(error)"))
+        }
     }
 
     private func expireRequests() {

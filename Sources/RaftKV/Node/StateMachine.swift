@@ -18,6 +18,22 @@ public protocol StateMachine: AnyObject, Sendable {
 
     /// Replaces the whole state with the snapshot in `file`, taken at `index`.
     func restore(from file: URL, index: LogIndex) throws
+
+    /// True when ``writeSnapshotConcurrently(to:)`` works: the node then snapshots in the background instead of
+    /// stopping its loop (heartbeats included) for as long as a copy of the whole state takes.
+    var snapshotsConcurrently: Bool { get }
+
+    /// Writes a consistent copy of the state into `file` while applies go on, from another thread, and returns the
+    /// applied index the copy reflects.
+    func writeSnapshotConcurrently(to file: URL) throws -> LogIndex
+}
+
+extension StateMachine {
+    public var snapshotsConcurrently: Bool { false }
+
+    public func writeSnapshotConcurrently(to file: URL) throws -> LogIndex {
+        preconditionFailure("\(Self.self) does not snapshot concurrently")
+    }
 }
 
 /// What applying one entry produced, handed back to whoever proposed it.

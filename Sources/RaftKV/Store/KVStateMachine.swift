@@ -21,6 +21,7 @@ enum LeaseChange: Sendable, Hashable {
 public final class KVStateMachine: StateMachine, @unchecked Sendable {
     private let lock = NSLock()
     private let store: MVCCStore
+    private let databasePath: String
     private var appliedObserver: (@Sendable ([AppliedEntry]) -> Void)?
     private var restoreObserver: (@Sendable (LogIndex) -> Void)?
     /// The lease manager's feed: called after commit, on the applying thread, in apply order.
@@ -33,6 +34,7 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
 
     /// Opens (creating when absent) the state database at `path`.
     public init(path: String, configuration: MVCCStore.Configuration = .init()) throws {
+        databasePath = path
         store = try MVCCStore(path: path, configuration: configuration)
     }
 
@@ -115,6 +117,13 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
 
     public func writeSnapshot(to file: URL) throws {
         try lock.withLock { try store.writeSnapshot(to: file) }
+    }
+
+    public var snapshotsConcurrently: Bool { true }
+
+    /// Copies the state through a second connection: applies, reads and compaction steps go on meanwhile.
+    public func writeSnapshotConcurrently(to file: URL) throws -> LogIndex {
+        try MVCCStore.writeSnapshot(ofDatabaseAt: databasePath, to: file)
     }
 
     public func restore(from file: URL, index: LogIndex) throws {
