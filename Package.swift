@@ -39,7 +39,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "ClusterObjects", dependencies: ["RaftKV"]),
+        // Kubernetes objects under /registry, over the embedded store or a remote etcd-compatible server.
+        .target(
+            name: "ClusterObjects",
+            dependencies: [
+                "RaftKV",
+                "EtcdAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // Generated Swift code for etcd's v3 gRPC API (messages + client/server stubs).
         // Do not edit by hand: run scripts/generate-etcd-api.sh (protos in Protos/etcd).
         .target(
@@ -84,7 +94,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
-        .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects"]),
+        // Object tests: the embedded store, and one real kvserver process (built beside the test bundle).
+        .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects", "RaftKV"]),
         // Server tests: units of the kvserver target, and real kvserver processes driven by the real etcdctl.
         .testTarget(
             name: "ServerTests",
