@@ -145,6 +145,8 @@ enum Call {
         _ config: ClientConfig, endpoints: [String]? = nil, timeout: Double?,
         _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
     ) async throws -> R {
+        // A call to one chosen endpoint (Status, HashKV, Defragment…) dials it directly, as clientv3's Dial does.
+        let passthrough = endpoints != nil
         let endpoints = endpoints ?? config.endpoints
         let deadline = timeout.map { Date().addingTimeInterval($0) }
         var attempt = 0
@@ -160,11 +162,16 @@ enum Call {
                 }
             }
             attempt += 1
-            if let deadline, Date() >= deadline {
+            let pause = Double(min(100 * attempt, 500)) / 1000
+            if let deadline, Date().addingTimeInterval(pause) >= deadline {
+                try await Task.sleep(for: .milliseconds(max(0, Int(deadline.timeIntervalSinceNow * 1000))))
+                if passthrough, let (host, port) = endpoints.first.flatMap(parseEndpoint) {
+                    throw RPCFailure(code: .deadlineExceeded, message: "latest balancer error: connection error: desc = \"transport: Error while dialing dial tcp \(host):\(port): connect: connection refused\"")
+                }
                 throw RPCFailure(code: .deadlineExceeded,
                                  message: "latest balancer error: all SubConns are in TransientFailure")
             }
-            try await Task.sleep(for: .milliseconds(min(100 * attempt, 500)))
+            try await Task.sleep(for: .milliseconds(Int(pause * 1000)))
         }
     }
 

@@ -390,15 +390,16 @@ func runAlarm(_ inv: Invocation, disarm: Bool) async {
         var list = Etcdserverpb_AlarmRequest()
         list.action = .get
         let current = try await maintenance.alarm(list, options: .etcdctl)
-        var last = current
+        // The combined response has no header, only the disarmed alarms.
+        var combined = Etcdserverpb_AlarmResponse()
         for alarm in current.alarms {
             var deactivate = Etcdserverpb_AlarmRequest()
             deactivate.action = .deactivate
             deactivate.memberID = alarm.memberID
             deactivate.alarm = alarm.alarm
-            last = try await maintenance.alarm(deactivate, options: .etcdctl)
+            combined.alarms += try await maintenance.alarm(deactivate, options: .etcdctl).alarms
         }
-        return last
+        return combined
     }
     context.printer.alarm(response)
 }
