@@ -144,7 +144,8 @@ func runMemberAdd(_ inv: Invocation) async {
     }
     context.printer.memberChange("Member \(hex16(response.member.id)) added to cluster \(hex16(response.header.clusterID))",
                                  header: response.header, hasHeader: response.hasHeader,
-                                 member: response.hasMember ? response.member : nil, members: response.members)
+                                 member: response.hasMember ? response.member : nil, members: response.members,
+                                 message: response)
     if context.printer.format == .simple {
         var conf: [String] = []
         for member in response.members {
@@ -169,7 +170,8 @@ func runMemberRemove(_ inv: Invocation) async {
         try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request, options: .etcdctl)
     }
     context.printer.memberChange("Member \(hex16(id)) removed from cluster \(hex16(response.header.clusterID))",
-                                 header: response.header, hasHeader: response.hasHeader, member: nil, members: response.members)
+                                 header: response.header, hasHeader: response.hasHeader, member: nil, members: response.members,
+                                 message: response)
 }
 
 func runMemberUpdate(_ inv: Invocation) async {
@@ -185,7 +187,8 @@ func runMemberUpdate(_ inv: Invocation) async {
         try await Etcdserverpb_Cluster.Client(wrapping: client).memberUpdate(finalRequest, options: .etcdctl)
     }
     context.printer.memberChange("Member \(hex16(id)) updated in cluster \(hex16(response.header.clusterID))",
-                                 header: response.header, hasHeader: response.hasHeader, member: nil, members: response.members)
+                                 header: response.header, hasHeader: response.hasHeader, member: nil, members: response.members,
+                                 message: response)
 }
 
 func runMemberPromote(_ inv: Invocation) async {

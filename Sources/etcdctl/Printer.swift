@@ -1,5 +1,6 @@
 import EtcdAPI
 import Foundation
+import SwiftProtobuf
 
 // etcdctl's printers (ctlv3/command/printer*.go): simple, json, fields and table.
 
@@ -46,6 +47,13 @@ struct Printer {
         exitWithError(ExitCode.badFeature, "protobuf not supported as output format")
     }
 
+    /// printPB: the message's wire bytes, as they are.
+    private func printPB(_ message: some SwiftProtobuf.Message) {
+        if let bytes: [UInt8] = try? message.serializedBytes() {
+            outBytes(Data(bytes))
+        }
+    }
+
     // MARK: shared pieces
 
     func printKV(_ kv: Mvccpb_KeyValue) {
@@ -62,6 +70,16 @@ struct Printer {
 
     private func hexEscaped(_ data: Data) -> String {
         data.map { String(format: "\\x%02x", $0) }.joined()
+    }
+
+    /// gogo's compact text form of a header (its String()).
+    static func compactText(_ h: Etcdserverpb_ResponseHeader) -> String {
+        var text = ""
+        if h.clusterID != 0 { text += "cluster_id:\(h.clusterID) " }
+        if h.memberID != 0 { text += "member_id:\(h.memberID) " }
+        if h.revision != 0 { text += "revision:\(h.revision) " }
+        if h.raftTerm != 0 { text += "raft_term:\(h.raftTerm) " }
+        return text
     }
 
     static func header(_ h: Etcdserverpb_ResponseHeader) -> GoObject {
@@ -117,13 +135,13 @@ struct Printer {
         o.omitEmpty("header", headerJSON(r.header, present: r.hasHeader))
         o.omitEmpty("succeeded", r.succeeded)
         o.omitEmpty("responses", r.responses.map { op -> GoJSON in
-            // gogo's oneof: an interface field named Response holding a wrapper struct.
+            // gogo's oneof: an interface field named Response holding a wrapper struct (Go field names, no json tags).
             let inner: GoJSON
             switch op.response {
-            case .responseRange(let v): inner = .object([("response_range", rangeJSON(v))])
-            case .responsePut(let v): inner = .object([("response_put", putJSON(v))])
-            case .responseDeleteRange(let v): inner = .object([("response_delete_range", deleteJSON(v))])
-            case .responseTxn(let v): inner = .object([("response_txn", txnJSON(v))])
+            case .responseRange(let v): inner = .object([("ResponseRange", rangeJSON(v))])
+            case .responsePut(let v): inner = .object([("ResponsePut", putJSON(v))])
+            case .responseDeleteRange(let v): inner = .object([("ResponseDeleteRange", deleteJSON(v))])
+            case .responseTxn(let v): inner = .object([("ResponseTxn", txnJSON(v))])
             case nil: inner = .null
             }
             return .object([("Response", inner)])
@@ -159,7 +177,7 @@ struct Printer {
             for kv in r.kvs { fieldsKV("", kv) }
             out("\"More\" : \(r.more)\n\"Count\" : \(r.count)\n")
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
@@ -173,7 +191,7 @@ struct Printer {
             fieldsHeader(r.header)
             if r.hasPrevKv { fieldsKV("Prev", r.prevKv) }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
@@ -188,7 +206,7 @@ struct Printer {
             out("\"Deleted\" : \(r.deleted)\n")
             for kv in r.prevKvs { fieldsKV("Prev", kv) }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
@@ -218,7 +236,7 @@ struct Printer {
                 }
             }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
@@ -249,7 +267,14 @@ struct Printer {
                 fieldsKV("", e.kv)
             }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf:
+            var message = Etcdserverpb_WatchResponse()
+            message.header = r.header
+            message.events = r.events
+            message.compactRevision = r.compactRevision
+            message.canceled = r.canceled
+            message.created = r.created
+            printPB(message)
         }
     }
 
@@ -268,7 +293,7 @@ struct Printer {
             fieldsHeader(r.header)
             out("\"ID\" : \(r.id)\n\"TTL\" : \(r.ttl)\n")
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r.header)
         }
     }
 
@@ -281,7 +306,9 @@ struct Printer {
             printJSON(o.json)
         case .fields: fieldsHeader(r.header)
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf:
+            // clientv3.LeaseRevokeResponse is printed by value, which has no Marshal method.
+            exitWithError(ExitCode.badFeature, "marshal unsupported for type clientv3.LeaseRevokeResponse ({\(Self.compactText(r.header))})")
         }
     }
 
@@ -293,7 +320,7 @@ struct Printer {
             fieldsHeader(r.header)
             out("\"ID\" : \(r.id)\n\"TTL\" : \(r.ttl)\n")
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r.header)
         }
     }
 
@@ -318,7 +345,7 @@ struct Printer {
             out("\"ID\" : \(r.id)\n\"TTL\" : \(r.ttl)\n\"GrantedTTL\" : \(r.grantedTtl)\n")
             for k in r.keys { out("\"Key\" : \(goQuote(bytes: Array(k)))\n") }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r.header)
         }
     }
 
@@ -333,7 +360,7 @@ struct Printer {
             fieldsHeader(r.header)
             for l in r.leases { out("\"ID\" : \(l.id)\n") }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r.header)
         }
     }
 
@@ -381,13 +408,13 @@ struct Printer {
         case .table:
             out(Table.render(header: ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"],
                              rows: Self.memberRows(r.members)))
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
     /// member add/remove/update/promote: simple prints a sentence; json the response; fields the header.
     func memberChange(_ sentence: String, header: Etcdserverpb_ResponseHeader, hasHeader: Bool,
-                      member: Etcdserverpb_Member?, members: [Etcdserverpb_Member]) {
+                      member: Etcdserverpb_Member?, members: [Etcdserverpb_Member], message: (any SwiftProtobuf.Message)? = nil) {
         switch format {
         case .simple: out(sentence + "\n")
         case .json: printJSON(Self.membersJSON(header, hasHeader, member: member, members))
@@ -395,7 +422,8 @@ struct Printer {
             // fieldsPrinter has no member add/remove/update/promote: they fall to printerRPC → unsupported.
             unsupported()
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf:
+            if let message { printPB(message) } else { protobufUnsupported() }
         }
     }
 
@@ -507,7 +535,7 @@ struct Printer {
             o.omitEmpty("header", Self.headerJSON(r.header, present: r.hasHeader))
             printJSON(o.json)
         case .fields, .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
@@ -529,7 +557,7 @@ struct Printer {
             fieldsHeader(r.header)
             for a in r.alarms { out("\"MemberID\" : \(a.memberID)\n\"AlarmType\" : \(alarmName(a.alarm))\n\n") }
         case .table: unsupported()
-        case .protobuf: protobufUnsupported()
+        case .protobuf: printPB(r)
         }
     }
 
