@@ -126,16 +126,15 @@ func runGet(_ inv: Invocation) async {
         try await Etcdserverpb_KV.Client(wrapping: client).range(request, options: .etcdctl)
     }
     var printer = context.printer
+    // etcdctl 3.5: --count-only goes with the fields output only.
+    if inv.bool("count-only") && printer.format != .fields {
+        exitWithError(ExitCode.badArgs, "--count-only is only for `--write-out=fields`")
+    }
     if inv.bool("print-value-only") {
         guard printer.format == .simple else {
             exitWithError(ExitCode.badArgs, "print-value-only is only for `--write-out=simple`")
         }
         printer.valueOnly = true
-    }
-    if inv.bool("count-only") && printer.format == .simple {
-        // etcdctl 3.5: the simple printer prints the count alone.
-        out("\(response.count)\n")
-        return
     }
     printer.get(response)
 }

@@ -187,6 +187,24 @@ final class EtcdctlComparisonTests: XCTestCase {
         try runCases(Self.otherCases)
     }
 
+    /// `get --count-only` is etcdctl 3.5's (the real one here is 3.4): checked against 3.5's documented behaviour.
+    func testCountOnly() throws {
+        let server = try requireServer()
+        for step in [["put", "co/a", "1"], ["put", "co/b", "2"]] { try server.realEtcdctl(step) }
+        let fields = try server.run(real: false, ["-w", "fields", "get", "--prefix", "--count-only", "co/"])
+        XCTAssertEqual(fields.status, 0, fields.stderr)
+        XCTAssertTrue(fields.stdout.hasSuffix("\"More\" : false\n\"Count\" : 2\n"), fields.stdout)
+        XCTAssertFalse(fields.stdout.contains("\"Key\""), fields.stdout)
+        let simple = try server.run(real: false, ["get", "--prefix", "--count-only", "co/"])
+        XCTAssertEqual(simple.status, 128)
+        XCTAssertEqual(simple.stderr, "Error: --count-only is only for `--write-out=fields`\n")
+        let both = try server.run(real: false, ["get", "--keys-only", "--count-only", "co/"])
+        XCTAssertEqual(both.status, 128)
+        // Hidden from the usage text, which stays 3.4's.
+        let help = try server.run(real: false, ["get", "-h"])
+        XCTAssertFalse(help.stdout.contains("count-only"))
+    }
+
     func testCompactionAndDefrag() throws {
         let server = try requireServer()
         // Compaction moves the server's state forward for good: compare against revisions made just before.
