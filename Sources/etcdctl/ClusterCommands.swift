@@ -66,6 +66,7 @@ func runLeaseKeepAlive(_ inv: Invocation) async {
     let context = makeContext(inv)
     let once = inv.bool("once")
     let printer = context.printer
+    let lastTTL = ExecTableTTL()
     do {
         try await Call.withClient(context.config, timeout: nil) { client in
             try await Etcdserverpb_Lease.Client(wrapping: client).leaseKeepAlive(
@@ -75,11 +76,11 @@ func runLeaseKeepAlive(_ inv: Invocation) async {
                     while true {
                         try await writer.write(request)
                         if once { return }
-                        try await Task.sleep(for: .seconds(1))
+                        // clientv3 renews at a third of the TTL.
+                        try await Task.sleep(for: .milliseconds(max(500, lastTTL.value * 1000 / 3)))
                     }
                 },
                 onResponse: { response in
-                    var ttl: Int64 = 0
                     for try await message in response.messages {
                         if message.ttl <= 0 {
                             if once { throw RPCFailure(code: .notFound, message: "etcdserver: requested lease not found") }
@@ -88,9 +89,7 @@ func runLeaseKeepAlive(_ inv: Invocation) async {
                         printer.keepAlive(message)
                         flushOut()
                         if once { return }
-                        // clientv3 renews at a third of the TTL.
-                        ttl = message.ttl
-                        _ = ttl
+                        lastTTL.value = message.ttl
                     }
                 })
         }
@@ -465,4 +464,14 @@ func runSnapshotSave(_ inv: Invocation) async {
         exitWithError(ExitCode.interrupted, text)
     }
     out("Snapshot saved at \(path)\n")
+}
+
+/// The TTL last granted by a keep-alive, shared by the request and response sides.
+final class ExecTableTTL: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ttl: Int64 = 3
+    var value: Int64 {
+        get { lock.withLock { ttl } }
+        set { lock.withLock { ttl = newValue } }
+    }
 }
