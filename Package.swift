@@ -81,8 +81,11 @@ let package = Package(
         .executableTarget(
             name: "etcdctl",
             dependencies: [
-                "RaftKV",
+                "EtcdAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(
@@ -110,6 +113,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // etcdctl tests: our etcdctl and the real one (Debian's etcd-client) against one kvserver, byte for byte.
+        .testTarget(name: "EtcdctlTests", dependencies: []),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [

@@ -1,0 +1,217 @@
+import EtcdAPI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+
+typealias Transport = HTTP2ClientTransport.Posix
+
+/// Exit codes of etcdctl (ctlv3/command/error.go).
+enum ExitCode {
+    static let success: Int32 = 0
+    static let error: Int32 = 1
+    static let badConnection: Int32 = 2
+    static let invalidInput: Int32 = 3
+    static let badFeature: Int32 = 4
+    static let interrupted: Int32 = 5
+    static let io: Int32 = 6
+    static let badArgs: Int32 = 128
+}
+
+/// etcdctl's ExitWithError: "Error: <err>" on stderr and the exit code.
+struct ExitError: Error {
+    var code: Int32
+    var message: String
+}
+
+func exitWithError(_ code: Int32, _ message: Msg) -> Never {
+    exitWithError(code, message.text)
+}
+
+func exitWithError(_ code: Int32, _ message: String) -> Never {
+    writeErr("Error: \(message)\n")
+    flushOut()
+    exit(code)
+}
+
+nonisolated(unsafe) var stdoutBuffer = Data()
+
+func out(_ s: String) {
+    stdoutBuffer.append(contentsOf: Array(s.utf8))
+    if stdoutBuffer.count > 1 << 16 { flushOut() }
+}
+
+func flushOut() {
+    guard !stdoutBuffer.isEmpty else { return }
+    FileHandle.standardOutput.write(stdoutBuffer)
+    stdoutBuffer = Data()
+}
+
+func writeErr(_ s: String) {
+    flushOut()
+    FileHandle.standardError.write(Data(s.utf8))
+}
+
+/// A gRPC error as Go's etcd client shows it: etcd's own errors by their text, others as grpc-go formats them.
+struct RPCFailure: Error {
+    var code: RPCError.Code
+    var message: String
+
+    init(_ error: RPCError) {
+        code = error.code
+        message = error.message
+    }
+
+    init(code: RPCError.Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    var isEtcdError: Bool { message.hasPrefix("etcdserver: ") || message.hasPrefix("etcdserver:") }
+
+    /// grpc-go's status error text.
+    var grpcText: String { "rpc error: code = \(Self.goName(code)) desc = \(message)" }
+
+    /// What etcd's clientv3 returns as the error text.
+    var text: String { isEtcdError ? message : grpcText }
+
+    static func goName(_ code: RPCError.Code) -> String {
+        switch code {
+        case .cancelled: "Canceled"
+        case .unknown: "Unknown"
+        case .invalidArgument: "InvalidArgument"
+        case .deadlineExceeded: "DeadlineExceeded"
+        case .notFound: "NotFound"
+        case .alreadyExists: "AlreadyExists"
+        case .permissionDenied: "PermissionDenied"
+        case .resourceExhausted: "ResourceExhausted"
+        case .failedPrecondition: "FailedPrecondition"
+        case .aborted: "Aborted"
+        case .outOfRange: "OutOfRange"
+        case .unimplemented: "Unimplemented"
+        case .internalError: "Internal"
+        case .unavailable: "Unavailable"
+        case .dataLoss: "DataLoss"
+        case .unauthenticated: "Unauthenticated"
+        default: "Unknown"
+        }
+    }
+}
+
+/// The JSON warning clientv3's retry interceptor logs (zap, production config) when a unary call fails.
+func logRetryWarning(target: String, error: String) {
+    let formatter = DateFormatter()
+    formatter.locale = Locale(identifier: "en_US_POSIX")
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
+    let line = GoJSON.object([
+        ("level", .string("warn")), ("ts", .string(formatter.string(from: Date()))),
+        ("caller", .string("clientv3/retry_interceptor.go:62")), ("msg", .string("retrying of unary invoker failed")),
+        ("target", .string(target)), ("attempt", .int(0)), ("error", .string(error)),
+    ]).text
+    writeErr(line + "\n")
+}
+
+/// Host and port of an endpoint as etcdctl accepts it (`host:port`, `http://host:port`).
+func parseEndpoint(_ endpoint: String) -> (host: String, port: Int)? {
+    var rest = Substring(endpoint)
+    for scheme in ["http://", "https://", "unix://", "unixs://"] where rest.hasPrefix(scheme) {
+        rest = rest.dropFirst(scheme.count)
+    }
+    if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+    guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) else { return nil }
+    var host = String(rest[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    if host == "localhost" { host = "127.0.0.1" }
+    return (host, port)
+}
+
+/// The connection settings of one etcdctl run.
+struct ClientConfig: Sendable {
+    var endpoints: [String]
+    var dialTimeout: Double
+    var commandTimeout: Double
+    let clientID = UUID().uuidString.lowercased()
+
+    var target: String { "endpoint://client-\(clientID)/\(endpoints.first ?? "")" }
+}
+
+/// One call's failure to reach any endpoint.
+struct Unreachable: Error {}
+
+enum Call {
+    /// Runs `body` with a client on the first endpoint that answers, failing over to the next on connection
+    /// errors until `timeout` (etcd's balancer behaves alike: it retries the endpoints until the deadline).
+    static func withClient<R: Sendable>(
+        _ config: ClientConfig, endpoints: [String]? = nil, timeout: Double?,
+        _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
+    ) async throws -> R {
+        // A call to one chosen endpoint (Status, HashKV, Defragment…) dials it directly, as clientv3's Dial does.
+        let passthrough = endpoints != nil
+        let endpoints = endpoints ?? config.endpoints
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        var attempt = 0
+        while true {
+            for endpoint in endpoints {
+                guard let (host, port) = parseEndpoint(endpoint) else { continue }
+                do {
+                    return try await run(host: host, port: port, deadline: deadline, body)
+                } catch let error as RPCError where isConnectionFailure(error) {
+                    continue
+                } catch is Unreachable {
+                    continue
+                }
+            }
+            attempt += 1
+            let pause = Double(min(100 * attempt, 500)) / 1000
+            if let deadline, Date().addingTimeInterval(pause) >= deadline {
+                try await Task.sleep(for: .milliseconds(max(0, Int(deadline.timeIntervalSinceNow * 1000))))
+                if passthrough, let (host, port) = endpoints.first.flatMap(parseEndpoint) {
+                    throw RPCFailure(code: .deadlineExceeded, message: "latest balancer error: connection error: desc = \"transport: Error while dialing dial tcp \(host):\(port): connect: connection refused\"")
+                }
+                throw RPCFailure(code: .deadlineExceeded,
+                                 message: "latest balancer error: all SubConns are in TransientFailure")
+            }
+            try await Task.sleep(for: .milliseconds(Int(pause * 1000)))
+        }
+    }
+
+    static func isConnectionFailure(_ error: RPCError) -> Bool {
+        guard error.code == .unavailable else { return false }
+        return !error.message.hasPrefix("etcdserver:")
+    }
+
+    private static func run<R: Sendable>(
+        host: String, port: Int, deadline: Date?,
+        _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
+    ) async throws -> R {
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: host, port: port), transportSecurity: .plaintext)
+        return try await withGRPCClient(transport: transport) { client in
+            if let deadline {
+                let remaining = deadline.timeIntervalSinceNow
+                if remaining <= 0 { throw RPCFailure(code: .deadlineExceeded, message: "context deadline exceeded") }
+                return try await withThrowingTaskGroup(of: R?.self) { group in
+                    group.addTask { try await body(client) }
+                    group.addTask {
+                        try await Task.sleep(for: .milliseconds(Int(remaining * 1000)))
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    guard let first = try await group.next(), let result = first else {
+                        throw RPCFailure(code: .deadlineExceeded, message: "context deadline exceeded")
+                    }
+                    return result
+                }
+            }
+            return try await body(client)
+        }
+    }
+}
+
+extension CallOptions {
+    static var etcdctl: CallOptions {
+        var options = CallOptions.defaults
+        options.waitForReady = false
+        return options
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One real `kvserver` on free loopback ports, and runners for the real etcdctl and ours (both built or installed
+/// beside the test bundle). Adapted from Tests/ServerTests/Support/TestCluster.swift.
+final class Server {
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var stdoutData = Data()
+    }
+
+    let root: URL
+    let clientPort: Int
+    let peerPort: Int
+    private var process: Process?
+
+    var endpoint: String { "127.0.0.1:\(clientPort)" }
+    static let realEtcdctlPath = "/usr/bin/etcdctl"
+
+    /// A product built by `swift build` beside the test bundle.
+    static func product(_ name: String) -> URL? {
+        let bundle = Bundle(for: Server.self).bundleURL
+        let candidates = [bundle.deletingLastPathComponent(), bundle, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        for directory in candidates {
+            let binary = directory.appendingPathComponent(name)
+            if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
+        }
+        return nil
+    }
+
+    static var ourEtcdctl: URL? { product("etcdctl") }
+
+    private init(root: URL, clientPort: Int, peerPort: Int) {
+        self.root = root
+        self.clientPort = clientPort
+        self.peerPort = peerPort
+    }
+
+    static func start() throws -> Server? {
+        guard let kvserver = product("kvserver"), ourEtcdctl != nil,
+              FileManager.default.isExecutableFile(atPath: realEtcdctlPath) else { return nil }
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let ports = try freePorts(count: 2)
+        let server = Server(root: root, clientPort: ports[0], peerPort: ports[1])
+        let clientURL = "http://127.0.0.1:\(ports[0])", peerURL = "http://127.0.0.1:\(ports[1])"
+        let process = Process()
+        process.executableURL = kvserver
+        process.arguments = [
+            "--name", "infra1", "--data-dir", root.appendingPathComponent("infra1.etcd").path,
+            "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+            "--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+            "--initial-cluster-token", "etcdctl-test", "--initial-cluster", "infra1=\(peerURL)",
+            "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
+        ]
+        let logPath = root.appendingPathComponent("kvserver.log").path
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        server.process = process
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let health = try? server.realEtcdctl(["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
+                return server
+            }
+            usleep(200_000)
+        }
+        server.stop()
+        return nil
+    }
+
+    func stop() {
+        if let process, process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        process = nil
+        if ProcessInfo.processInfo.environment["KVSERVER_TEST_KEEP"] == nil {
+            try? FileManager.default.removeItem(at: root)
+        }
+    }
+
+    deinit { stop() }
+
+    @discardableResult
+    func realEtcdctl(_ args: [String]) throws -> Output {
+        try run(real: true, args)
+    }
+
+    func currentRevision() throws -> Int64 {
+        let output = try realEtcdctl(["-w", "json", "get", "x"])
+        guard let range = output.stdout.range(of: "\"revision\":") else { return 0 }
+        return Int64(output.stdout[range.upperBound...].prefix { $0.isNumber }) ?? 0
+    }
+
+    /// Runs etcdctl (the real one or ours) with `--endpoints` of the server first.
+    func run(real: Bool, _ args: [String], stdin: String? = nil, env: [String: String] = [:],
+             withEndpoints: Bool = true, timeout: TimeInterval = 20, keepStdinOpen: Bool = false) throws -> Output {
+        let executable = real ? Self.realEtcdctlPath : Self.ourEtcdctl!.path
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ETCDCTL_") }
+        environment["ETCDCTL_API"] = "3"
+        environment.merge(env) { $1 }
+        return try Self.run(executable, (withEndpoints ? ["--endpoints=\(endpoint)"] : []) + args, environment: environment,
+                            stdin: stdin, timeout: timeout, keepStdinOpen: keepStdinOpen)
+    }
+
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String], stdin: String?,
+                    timeout: TimeInterval, keepStdinOpen: Bool) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = environment
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        if !keepStdinOpen { try? input.fileHandleForWriting.close() }
+        let group = DispatchGroup()
+        let collected = Collected()
+        DispatchQueue.global().async(group: group) { collected.stdout = out.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { collected.stderr = err.fileHandleForReading.readDataToEndOfFile() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        var killed = false
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            killed = true
+        }
+        process.waitUntilExit()
+        try? input.fileHandleForWriting.close()
+        group.wait()
+        return Output(status: killed ? -9 : process.terminationStatus,
+                      stdout: String(decoding: collected.stdout, as: UTF8.self),
+                      stderr: String(decoding: collected.stderr, as: UTF8.self), stdoutData: collected.stdout)
+    }
+
+    private final class Collected: @unchecked Sendable {
+        var stdout = Data()
+        var stderr = Data()
+    }
+
+    static func freePorts(count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw POSIXError(.EMFILE) }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = 0
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}
