@@ -165,6 +165,8 @@ extension MVCCStore {
             || request.minCreateRevision != 0 || request.maxCreateRevision != 0
         // Sorting and filtering need every key; otherwise one extra key tells whether there are more.
         var fetchLimit = (request.sortOrder != .none || filtered) ? 0 : Int(clamping: request.limit)
+        // A limit no store can reach (clients send Int64.max) means no limit; one more would overflow.
+        if fetchLimit == Int.max { fetchLimit = 0 }
         if fetchLimit > 0 { fetchLimit += 1 }
         var (kvs, total) = try fetch(keyRange, at: revision, readRevision: readRevision, limit: fetchLimit)
 

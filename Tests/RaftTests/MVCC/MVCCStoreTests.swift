@@ -116,6 +116,11 @@ import Testing
         #expect(limited.count == 4)
         let exact = try store.range(RangeRequest(key: b("a"), rangeEnd: b("c"), limit: 4))
         #expect(!exact.more)
+        // Clients send Int64.max for "no limit" (a fuzzer found it overflowing once), sorted or not.
+        for order in RangeRequest.SortOrder.allCases {
+            let unbounded = try store.range(RangeRequest(key: b("a"), rangeEnd: [0], limit: .max, sortOrder: order))
+            #expect(unbounded.kvs.count == 5 && !unbounded.more && unbounded.count == 5)
+        }
         let counted = try store.range(RangeRequest(key: b("a"), rangeEnd: [0], countOnly: true))
         #expect(counted.kvs.isEmpty)
         #expect(counted.count == 5)
