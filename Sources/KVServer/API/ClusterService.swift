@@ -30,7 +30,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             message.member = Etcdserverpb_Member(ClusterMember(id: id, name: "", peerURLs: urls, clientURLs: [],
                                                                isLearner: request.isLearner))
             message.members = try await currentMembers()
-            message.header = server.header()
+            message.header = server.clusterHeader()
             return message
         }
     }
@@ -47,7 +47,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await server.store.changeMembership(.removeMember(request.id))
             var message = Etcdserverpb_MemberRemoveResponse()
             message.members = try await currentMembers()
-            message.header = server.header()
+            message.header = server.clusterHeader()
             return message
         }
     }
@@ -68,7 +68,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await server.store.setMemberPeerURLs(id: request.id, peerURLs: urls)
             var message = Etcdserverpb_MemberUpdateResponse()
             message.members = try await currentMembers()
-            message.header = server.header()
+            message.header = server.clusterHeader()
             return message
         }
     }
@@ -79,7 +79,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             if request.linearizable { try await server.store.linearizableBarrier() }
             var message = Etcdserverpb_MemberListResponse()
             message.members = try server.members().map(Etcdserverpb_Member.init)
-            message.header = server.header()
+            message.header = server.clusterHeader()
             return message
         }
     }
@@ -99,7 +99,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await server.store.changeMembership(.promoteLearner(request.id))
             var message = Etcdserverpb_MemberPromoteResponse()
             message.members = try await currentMembers()
-            message.header = server.header()
+            message.header = server.clusterHeader()
             return message
         }
     }

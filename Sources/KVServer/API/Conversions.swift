@@ -150,11 +150,14 @@ extension Etcdserverpb_DeleteRangeResponse {
 }
 
 extension Etcdserverpb_TxnResponse {
-    /// Nested responses carry a header too in etcd (with the same revision).
+    /// The responses inside carry a header too in etcd, with only the revision set.
     init(_ response: TxnResponse, header: Etcdserverpb_ResponseHeader) {
         self.init()
         self.header = header
         succeeded = response.succeeded
+        var nestedHeader = Etcdserverpb_ResponseHeader()
+        nestedHeader.revision = header.revision
+        let header = nestedHeader
         responses = response.responses.map { op in
             var message = Etcdserverpb_ResponseOp()
             switch op {

@@ -27,8 +27,9 @@ struct WatchService: Etcdserverpb_Watch.ServiceProtocol {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await response in stream.responses {
-                    try await writer.write(Etcdserverpb_WatchResponse(response,
-                                                                      header: server.header(revision: response.headerRevision)))
+                    // etcd's watcher canceled by compaction answers with no revision in its header.
+                    let revision = response.canceled && response.compactRevision != 0 ? 0 : response.headerRevision
+                    try await writer.write(Etcdserverpb_WatchResponse(response, header: server.header(revision: revision)))
                 }
             }
             group.addTask {
@@ -43,8 +44,10 @@ struct WatchService: Etcdserverpb_Watch.ServiceProtocol {
                     }
                 }
             }
+            // Both must end: a bad request fails the reader (and closes the stream, which ends the writer); its
+            // error has to reach the client even when the writer finishes first.
             defer { group.cancelAll() }
-            try await group.next()
+            try await group.waitForAll()
         }
     }
 }

@@ -88,6 +88,13 @@ final class EtcdServer: Sendable {
         return header
     }
 
+    /// The header of Cluster responses: etcd's cluster server leaves the revision out.
+    func clusterHeader() -> Etcdserverpb_ResponseHeader {
+        var header = header()
+        header.revision = 0
+        return header
+    }
+
     // MARK: Members
 
     /// The members Raft knows, with what the replicated records (or, before a member published itself, the
