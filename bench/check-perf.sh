@@ -45,12 +45,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nothing listens on (another process could still take it before the member binds it).
+# A loopback port nothing listens on, below the kernel's ephemeral range: each member also binds an internal port
+# the kernel picks (port 0), which must not land on a port chosen here for a member started later.
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range || ephemeral_low=32768
+port_base=$((ephemeral_low > 12000 ? ephemeral_low - 12000 : 1024))
 used_ports=" "
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((port_base + RANDOM % (ephemeral_low - port_base)))
     case "$used_ports" in *" $port "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       used_ports+="$port "
@@ -78,6 +81,13 @@ start_cluster() {
   done
   for _ in $(seq 120); do
     if "$ETCDCTL" --endpoints="$ENDPOINTS" endpoint health --command-timeout=2s >/dev/null 2>&1; then return 0; fi
+    for i in 1 2 3; do
+      if ! kill -0 "${pids[$((${#pids[@]} - 4 + i))]}" 2>/dev/null; then
+        echo "$name: member infra$i exited; its log:" >&2
+        tail -n 40 "$work/$name-infra$i.log" >&2
+        exit 1
+      fi
+    done
     sleep 0.5
   done
   echo "$name: cluster not healthy within 60 s; log of infra1:" >&2
