@@ -176,7 +176,7 @@ final class EtcdParityTests: XCTestCase {
 
     func testSameOutputsAsRealEtcd() throws {
         guard (try? RealEtcd.etcdPath()) != nil else {
-            throw XCTSkip("the real etcd is not installed (apt-get install etcd-server)")
+            throw TestCluster.MissingTool(description: "the real etcd is not installed (apt-get install etcd-server); .ci/run installs it")
         }
         let cluster = try TestCluster(size: 1)
         let etcd = try RealEtcd(size: 1, token: cluster.token)

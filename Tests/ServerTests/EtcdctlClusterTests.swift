@@ -216,6 +216,6 @@ final class EtcdctlClusterTests: XCTestCase {
                 return index
             }
         }
-        throw XCTSkip("no leader found in \(output)")
+        throw TestCluster.MissingTool(description: "no leader found in \(output)")
     }
 }
