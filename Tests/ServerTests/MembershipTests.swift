@@ -23,8 +23,15 @@ final class MembershipTests: XCTestCase {
         let initialCluster = try XCTUnwrap(added.stdout.split(separator: "\n")
             .first { $0.hasPrefix("ETCD_INITIAL_CLUSTER=") }?.dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast())
         XCTAssertTrue(initialCluster.contains("\(newcomer.name)=\(newcomer.peerURL)"), String(initialCluster))
-        let unstarted = try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout
-        XCTAssertTrue(unstarted.contains(", unstarted, , \(newcomer.peerURL), , true"), unstarted)
+        // A member that did not handle the addition lists the newcomer once it has applied it.
+        let unstartedLine = ", unstarted, , \(newcomer.peerURL), , true"
+        var unstarted = ""
+        for _ in 0..<50 {
+            unstarted = try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout
+            if unstarted.contains(unstartedLine) { break }
+            usleep(50_000)
+        }
+        XCTAssertTrue(unstarted.contains(unstartedLine), unstarted)
 
         // The new member joins with the printed settings and catches up.
         try cluster.start(3, state: "existing", initialCluster: String(initialCluster))
@@ -66,7 +73,13 @@ final class MembershipTests: XCTestCase {
         let removed = try cluster.etcdctl(["member", "remove", memberID], endpoints: foundersEndpoints)
         XCTAssertEqual(removed.status, 0, "\(removed.stderr)\nrunning: \(cluster.members.map { $0.process?.isRunning ?? false })")
         XCTAssertTrue(removed.stdout.contains("Member \(paddedID) removed from cluster"), removed.stdout)
-        XCTAssertFalse(try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout.contains(newcomer.name))
+        var afterRemoval = ""
+        for _ in 0..<50 {
+            afterRemoval = try cluster.etcdctl(["member", "list"], endpoints: foundersEndpoints).stdout
+            if !afterRemoval.contains(newcomer.name) { break }
+            usleep(50_000)
+        }
+        XCTAssertFalse(afterRemoval.contains(newcomer.name), afterRemoval)
         XCTAssertEqual(try cluster.etcdctl(["put", "/without", "3"], endpoints: foundersEndpoints).stdout, "OK\n")
 
         // The removed member hears it from its former peers and stops, as etcd's does.

@@ -77,6 +77,8 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
                     context: ServerContext) async throws -> Etcdserverpb_MemberListResponse {
         try await answering {
             if request.linearizable { try await server.store.linearizableBarrier() }
+            // Raft's membership as applied now, not as last cached for headers.
+            await server.refreshRaftStatus()
             var message = Etcdserverpb_MemberListResponse()
             message.members = try server.members().map(Etcdserverpb_Member.init)
             message.header = server.clusterHeader()
