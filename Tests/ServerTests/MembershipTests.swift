@@ -3,6 +3,38 @@ import XCTest
 
 /// Growing and shrinking a running cluster with the real etcdctl, as an operator would.
 final class MembershipTests: XCTestCase {
+    /// etcdctl's watch asks for a leader (clientv3's WithRequireLeader): when its member loses the quorum, the
+    /// stream fails with "etcdserver: no leader" after three election timeouts instead of waiting forever.
+    func testWatchRequiringALeaderFailsWhenItsMemberLosesTheQuorum() throws {
+        let cluster = try TestCluster(size: 3)
+        try cluster.startAll()
+        try cluster.waitHealthy()
+        let etcdctl = try TestCluster.etcdctlPath()
+        let endpoint = cluster.members[0].endpoint
+        let result = LockedOutput()
+        let watcher = Thread {
+            result.value = try? TestCluster.run(etcdctl, ["--endpoints=\(endpoint)", "watch", "/quorum"],
+                                                environment: ["ETCDCTL_API": "3"], timeout: 20)
+        }
+        watcher.start()
+        usleep(1_000_000)
+        cluster.kill(1)
+        cluster.kill(2)
+        let deadline = Date().addingTimeInterval(25)
+        while result.value == nil && Date() < deadline { usleep(100_000) }
+        let output = try XCTUnwrap(result.value, "etcdctl watch did not end")
+        XCTAssertTrue(output.stderr.contains("etcdserver: no leader"), "\(output.stdout)\n\(output.stderr)")
+    }
+
+    private final class LockedOutput: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: TestCluster.Output?
+        var value: TestCluster.Output? {
+            get { lock.withLock { stored } }
+            set { lock.withLock { stored = newValue } }
+        }
+    }
+
     func testAddLearnerPromoteAndRemoveAMember() throws {
         let cluster = try TestCluster(size: 4)
         let founders = [0, 1, 2]

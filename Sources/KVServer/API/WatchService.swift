@@ -15,8 +15,41 @@ struct WatchService: Etcdserverpb_Watch.ServiceProtocol {
             return StreamingServerResponse(error: RPCError(mapping: KVError.noLeader))
         }
         return StreamingServerResponse { writer in
-            try await serve(request.messages, writer)
+            guard requiresLeader else {
+                try await serve(request.messages, writer)
+                return [:]
+            }
+            // Whichever ends first ends the other: the stream, or the monitor finding no leader.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await serve(request.messages, writer) }
+                group.addTask {
+                    do {
+                        try await monitorLeader()
+                    } catch KVError.noLeader {
+                        throw RPCError(mapping: KVError.noLeader)
+                    }
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
             return [:]
+        }
+    }
+
+    /// etcd's `monitorLeader`: a stream that asked for a leader fails once this member has had none for three
+    /// election timeouts, so that the client can move to a member that is still part of a quorum.
+    private func monitorLeader() async throws {
+        let electionTimeout = server.store.configuration.electionTimeout
+        var leaderlessSince: ContinuousClock.Instant?
+        while true {
+            try await Task.sleep(for: electionTimeout)
+            if server.raftStatus.leader != 0 {
+                leaderlessSince = nil
+                continue
+            }
+            let since = leaderlessSince ?? .now
+            leaderlessSince = since
+            if since.duration(to: .now) >= electionTimeout * 3 { throw KVError.noLeader }
         }
     }
 
