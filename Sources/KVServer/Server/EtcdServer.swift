@@ -32,6 +32,7 @@ final class EtcdServer: Sendable {
     let logger: Logger
     fileprivate let forwarder: Mutex<(any LeaderForwarding)?> = Mutex(nil)
     private let raft: Mutex<RaftNode.Status>
+    private let recordedPeerURLs = Mutex<[NodeID: [String]]>([:])
 
     /// The version this server reports (Kubernetes needs at least 3.5.13 to use watch progress requests).
     static let serverVersion = "3.5.13"
@@ -45,6 +46,7 @@ final class EtcdServer: Sendable {
         self.logger = logger
         raft = Mutex(RaftNode.Status(id: store.memberID, leader: 0, term: 0, role: .follower, commitIndex: 0,
                                      appliedIndex: 0, membership: Membership()))
+        refreshRecordedPeerURLs()
     }
 
     func setForwarder(_ forwarder: any LeaderForwarding) {
@@ -66,6 +68,7 @@ final class EtcdServer: Sendable {
                 return current
             }
             if previous != status { onChange(previous, status) }
+            refreshRecordedPeerURLs()
             do { try await Task.sleep(for: interval) } catch { return }
         }
     }
@@ -112,12 +115,19 @@ final class EtcdServer: Sendable {
         }
     }
 
-    /// Where to reach member `id`'s peer endpoint: its replicated record, else the initial cluster flags.
+    /// Where to reach member `id`'s peer endpoint: its replicated record, else the initial cluster flags. Read from
+    /// a copy refreshed every tick: the transport asks for every batch it sends, and the records live in the state
+    /// database behind the lock that applies take.
     func peerURLs(of id: NodeID) -> [String] {
-        if let record = try? store.memberRecords().first(where: { $0.id == id }), !record.peerURLs.isEmpty {
-            return record.peerURLs
-        }
+        if let urls = recordedPeerURLs.withLock({ $0[id] }), !urls.isEmpty { return urls }
         return initialMembers[id]?.peerURLs ?? []
+    }
+
+    /// Re-reads the replicated member records' peer URLs into the copy ``peerURLs(of:)`` reads.
+    func refreshRecordedPeerURLs() {
+        guard let records = try? store.memberRecords() else { return }
+        let urls = Dictionary(records.map { ($0.id, $0.peerURLs) }, uniquingKeysWith: { first, _ in first })
+        recordedPeerURLs.withLock { $0 = urls }
     }
 
     // MARK: Forwarding
