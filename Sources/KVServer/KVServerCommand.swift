@@ -44,6 +44,12 @@ struct KVServerCommand: AsyncParsableCommand {
     var autoCompactionMode: String = "periodic"
     @Option(name: .customLong("auto-compaction-retention"), help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
     var autoCompactionRetention: String = "0"
+    @Option(name: .customLong("auth-token"), help: "Specify auth token specific options (only 'simple' is supported).")
+    var authToken: String = "simple"
+    @Option(name: .customLong("auth-token-ttl"), help: "The lifetime in seconds of the auth token.")
+    var authTokenTTLSeconds: Int = 300
+    @Option(name: .customLong("bcrypt-cost"), help: "Specify the cost / strength of password hashing (scrypt with 2^(cost+4) rounds).")
+    var bcryptCost: Int = 10
     @Option(name: .customLong("log-level"), help: "Configures log level. Only supports debug, info, warn, error, panic, or fatal.")
     var logLevel: String = "info"
     // Accepted for compatibility with scripts written for etcd; logs always go to standard error.
@@ -60,6 +66,7 @@ struct KVServerCommand: AsyncParsableCommand {
         "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
         "heartbeat-interval", "election-timeout", "snapshot-count", "quota-backend-bytes", "max-request-bytes",
         "max-txn-ops", "auto-compaction-mode", "auto-compaction-retention", "log-level", "logger", "log-outputs",
+        "auth-token", "auth-token-ttl", "bcrypt-cost",
     ]
     static let flagNames: [String] = ["enable-pprof"]
 

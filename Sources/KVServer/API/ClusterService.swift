@@ -108,8 +108,11 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
 
     // MARK: Helpers
 
-    /// Membership changes are decided by the leader; elsewhere they go there (``EtcdServer/servedByLeader``).
+    /// Membership changes are decided by the leader; elsewhere they go there (``EtcdServer/servedByLeader``). They
+    /// need root once auth is on (etcd's `checkMembershipOperationPermission`), checked here on the leader with the
+    /// identity the request was forwarded with.
     private func requireLeader() throws {
+        try server.store.checkAdmin()
         let status = server.raftStatus
         guard status.role == .leader else {
             if status.leader == 0 { throw KVError.noLeader }

@@ -75,6 +75,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func defragment(request: Etcdserverpb_DefragmentRequest,
                     context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
         try await answering {
+            try server.store.checkAdmin()
             try server.store.defragment()
             var message = Etcdserverpb_DefragmentResponse()
             message.header = server.header()
@@ -85,6 +86,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// etcd hashes its whole backend here; this is the hash of the key-value state (HashKV at the current revision).
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
         try await answering {
+            try server.store.checkAdmin()
             let hash = try server.store.hashKV()
             var message = Etcdserverpb_HashResponse()
             message.header = server.header(revision: hash.revision)
@@ -95,6 +97,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
 
     func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
         try await answering {
+            try server.store.checkAdmin()
             let hash = try server.store.hashKV(revision: request.revision)
             var message = Etcdserverpb_HashKVResponse()
             message.header = server.header(revision: hash.revision)
@@ -108,6 +111,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>,
                   context: ServerContext) async throws {
         try await answering {
+            try server.store.checkAdmin()
             let file = FileManager.default.temporaryDirectory
                 .appendingPathComponent("kvserver-snapshot-\(UUID().uuidString).db")
             defer { try? FileManager.default.removeItem(at: file) }
@@ -143,7 +147,8 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func moveLeader(_ request: Etcdserverpb_MoveLeaderRequest) async throws -> Etcdserverpb_MoveLeaderResponse {
-        try await server.servedByLeader(.moveLeader, request, waitForRevision: false) {
+        try server.store.checkAdmin()
+        return try await server.servedByLeader(.moveLeader, request, waitForRevision: false) {
             guard server.raftStatus.membership.voters.contains(request.targetID) else {
                 throw APIError.badLeaderTransferee
             }

@@ -70,7 +70,17 @@ struct WatchService: Etcdserverpb_Watch.ServiceProtocol {
                 defer { stream.close() }
                 for try await message in requests {
                     switch message.requestUnion {
-                    case .createRequest(let create): await stream.create(WatchCreateRequest(create))
+                    case .createRequest(let create):
+                        let request = WatchCreateRequest(create)
+                        do {
+                            // As etcd: an empty key is the smallest key.
+                            try server.store.checkRead(key: request.key.isEmpty ? [0] : request.key,
+                                                       rangeEnd: request.rangeEnd)
+                            await stream.create(request)
+                        } catch let error as KVError {
+                            // etcd puts its gRPC status error's text in the reason, which etcdctl prints as is.
+                            await stream.create(request, refusal: RPCError(mapping: error).goDescription)
+                        }
                     case .cancelRequest(let cancel): await stream.cancel(watchID: cancel.watchID)
                     case .progressRequest: await stream.requestProgress()
                     case nil: continue

@@ -32,6 +32,8 @@ struct ServerConfiguration: Sendable {
     var maxTxnOps: Int
     var autoCompaction: AutoCompaction
     var logLevel: Logger.Level
+    var authTokenTTL: Duration
+    var passwordHashing: PasswordHashing
 
     /// etcd's `DefaultQuotaBytes` (2 GiB), used when the flag is 0.
     static let defaultQuotaBytes: Int64 = 2 * 1024 * 1024 * 1024
@@ -76,6 +78,14 @@ struct ServerConfiguration: Sendable {
         maxTxnOps = flags.maxTxnOps
         autoCompaction = try Self.parseAutoCompaction(mode: flags.autoCompactionMode,
                                                       retention: flags.autoCompactionRetention)
+        // etcd's token options: "simple" (the default) or "jwt,<options>", which is not implemented here.
+        guard flags.authToken.split(separator: ",").first == "simple" else {
+            throw ConfigurationError("--auth-token \"\(flags.authToken)\" is not supported: only simple tokens are")
+        }
+        guard flags.authTokenTTLSeconds > 0 else { throw ConfigurationError("--auth-token-ttl must be positive") }
+        authTokenTTL = .seconds(flags.authTokenTTLSeconds)
+        // etcd falls back to the default on an out-of-range cost; so do we.
+        passwordHashing = PasswordHashing(bcryptCost: (4...31).contains(flags.bcryptCost) ? flags.bcryptCost : 10)
         switch flags.logLevel {
         case "debug": logLevel = .debug
         case "info": logLevel = .info
@@ -169,6 +179,7 @@ struct ServerConfiguration: Sendable {
         configuration.maxTxnOps = maxTxnOps
         configuration.maxRequestBytes = maxRequestBytes
         configuration.quotaBackendBytes = quotaBackendBytes
+        configuration.authTokenTTL = authTokenTTL
         return configuration
     }
 }

@@ -29,7 +29,7 @@ extension EtcdServer {
         do {
             try await store.publishMember(id: memberID, name: name, clientURLs: clientURLs)
         } catch KVError.notLeader(let leader) where leader != 0 {
-            _ = try await forward(to: leader, ForwardedRequest.encode(.publish, Array(try JSONEncoder().encode(attributes))))
+            _ = try await forward(to: leader, ForwardedRequest.encode(.publish, identity: nil, Array(try JSONEncoder().encode(attributes))))
         }
     }
 

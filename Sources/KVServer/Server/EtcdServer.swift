@@ -29,6 +29,8 @@ final class EtcdServer: Sendable {
     let name: String
     /// Members of the initial cluster by ID, as the flags gave them: used until members have published themselves.
     let initialMembers: [NodeID: ClusterMember]
+    /// How passwords received by this member are hashed (`--bcrypt-cost`).
+    let passwordHashing: PasswordHashing
     let logger: Logger
     fileprivate let forwarder: Mutex<(any LeaderForwarding)?> = Mutex(nil)
     private let raft: Mutex<RaftNode.Status>
@@ -38,8 +40,10 @@ final class EtcdServer: Sendable {
     static let serverVersion = "3.5.13"
     static let clusterVersion = "3.5.0"
 
-    init(store: KVStore, clusterID: UInt64, name: String, initialMembers: [ClusterMember], logger: Logger) {
+    init(store: KVStore, clusterID: UInt64, name: String, initialMembers: [ClusterMember],
+         passwordHashing: PasswordHashing = PasswordHashing(bcryptCost: 10), logger: Logger) {
         self.store = store
+        self.passwordHashing = passwordHashing
         self.clusterID = clusterID
         self.name = name
         self.initialMembers = Dictionary(initialMembers.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -142,7 +146,7 @@ final class EtcdServer: Sendable {
         do {
             return try await local()
         } catch KVError.notLeader(let leader) where leader != 0 {
-            let answer = try await forward(to: leader, ForwardedRequest.encode(kind, try request.serializedBytes()))
+            let answer = try await forward(to: leader, ForwardedRequest.encode(kind, identity: AuthIdentity.current, try request.serializedBytes()))
             var response = try Response(serializedBytes: answer)
             if waitForRevision { try await store.waitUntilApplied(revision: response.header.revision) }
             response.header.memberID = memberID
@@ -179,24 +183,44 @@ extension Etcdserverpb_MemberPromoteResponse: ResponseWithHeader {}
 extension Etcdserverpb_AlarmResponse: ResponseWithHeader {}
 extension Etcdserverpb_MoveLeaderResponse: ResponseWithHeader {}
 
-/// A client request carried to the leader: one kind byte, then the request's protobuf encoding.
+/// A client request carried to the leader: one kind byte, the identity the client was authenticated as (a flag
+/// byte, then user and auth revision) so that the leader judges the request as this member would have, then the
+/// request's protobuf encoding. Peers are trusted to have authenticated their clients.
 enum ForwardedRequest {
     enum Kind: UInt8, Sendable {
         case put = 1, deleteRange, txn, compact, leaseGrant, leaseRevoke, leaseKeepAlive, leaseTimeToLive
         case memberAdd, memberRemove, memberUpdate, memberPromote, alarm, moveLeader, publish
+        case authEnable, authDisable, authenticate, userAdd, userDelete, userChangePassword, userGrantRole
+        case userRevokeRole, roleAdd, roleDelete, roleGrantPermission, roleRevokePermission
     }
 
-    static func encode(_ kind: Kind, _ body: [UInt8]) -> [UInt8] {
-        var frame: [UInt8] = [kind.rawValue]
-        frame.reserveCapacity(body.count + 1)
-        frame.append(contentsOf: body)
-        return frame
+    static func encode(_ kind: Kind, identity: AuthIdentity?, _ body: [UInt8]) -> [UInt8] {
+        var writer = BinaryWriter()
+        writer.bytes.reserveCapacity(body.count + 16)
+        writer.byte(kind.rawValue)
+        if let identity {
+            writer.byte(1)
+            writer.blob(Array(identity.user.utf8))
+            writer.unsigned(identity.authRevision)
+        } else {
+            writer.byte(0)
+        }
+        writer.bytes.append(contentsOf: body)
+        return writer.bytes
     }
 
-    static func decode(_ frame: [UInt8]) throws -> (Kind, ArraySlice<UInt8>) {
-        guard let first = frame.first, let kind = Kind(rawValue: first) else {
+    static func decode(_ frame: [UInt8]) throws -> (Kind, AuthIdentity?, ArraySlice<UInt8>) {
+        var reader = BinaryReader(frame)
+        do {
+            guard let kind = Kind(rawValue: try reader.byte()) else { throw reader.failure("unknown kind") }
+            var identity: AuthIdentity?
+            if try reader.bool() {
+                identity = AuthIdentity(user: String(decoding: try reader.blob(), as: UTF8.self),
+                                        authRevision: try reader.unsigned())
+            }
+            return (kind, identity, frame[(frame.count - reader.remaining)...])
+        } catch {
             throw RPCError(code: .invalidArgument, message: "malformed forwarded request")
         }
-        return (kind, frame.dropFirst())
     }
 }

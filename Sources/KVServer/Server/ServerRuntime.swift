@@ -43,7 +43,8 @@ struct ServerRuntime {
                                 configuration: storeConfiguration)
         try identity.save(in: configuration.dataDirectory)
         let server = EtcdServer(store: store, clusterID: identity.clusterID, name: configuration.name,
-                                initialMembers: bootstrap.initialMembers, logger: logger)
+                                initialMembers: bootstrap.initialMembers,
+                                passwordHashing: configuration.passwordHashing, logger: logger)
         serverBox.server = server
         server.setForwarder(transport)
 
@@ -51,7 +52,9 @@ struct ServerRuntime {
         let lease = LeaseService(server: server)
         let cluster = ClusterService(server: server, clusterToken: configuration.clusterToken)
         let maintenance = MaintenanceService(server: server)
-        let forwarded = ForwardedRequestHandler(kv: kv, lease: lease, cluster: cluster, maintenance: maintenance)
+        let auth = AuthService(server: server)
+        let forwarded = ForwardedRequestHandler(kv: kv, lease: lease, cluster: cluster, maintenance: maintenance,
+                                                auth: auth)
 
         // Clients: gRPC on an internal loopback port, behind one front listener per client URL (gRPC + HTTP).
         let grpcServer = GRPCServer(
@@ -64,7 +67,8 @@ struct ServerRuntime {
                     $0.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(1),
                                                                    allowWithoutCalls: true)
                 }),
-            services: [kv, WatchService(server: server), lease, cluster, maintenance])
+            services: [kv, WatchService(server: server), lease, cluster, maintenance, auth],
+            interceptors: [AuthInterceptor(server: server)])
 
         // Peers.
         let peerService = PeerService(

@@ -19,6 +19,11 @@ public indirect enum KVCommand: Sendable, Hashable {
     case setMemberPeerURLs(id: NodeID, peerURLs: [String])
     /// Drops a member's record; the state machine issues it itself when a member's removal is applied.
     case forgetMember(id: NodeID)
+    /// Changes users, roles or the auth switch, or issues a token.
+    case auth(AuthCommand)
+    /// A client's command, to be checked against the auth state at apply time (etcd's request header `username`
+    /// and `auth_revision`). Never nested.
+    case authorized(AuthIdentity, KVCommand)
 }
 
 /// Why bytes could not be decoded as a ``KVCommand`` or a result.
@@ -38,7 +43,12 @@ public enum KVCommandCodec {
 
     fileprivate enum Tag: UInt8 {
         case range = 1, put, deleteRange, txn, compact, leaseGrant, leaseRevoke, leaseCheckpoint, alarm
-        case publishMember, setMemberPeerURLs, forgetMember
+        case publishMember, setMemberPeerURLs, forgetMember, auth, authorized
+    }
+
+    fileprivate enum AuthTag: UInt8 {
+        case enable = 1, disable, userAdd, userDelete, userChangePassword, userGrantRole, userRevokeRole, roleAdd,
+             roleDelete, roleGrantPermission, roleRevokePermission, authenticate
     }
 
     fileprivate enum OpTag: UInt8 {
@@ -90,7 +100,7 @@ public enum KVCommandCodec {
         case .publishMember(let id, let name, let clientURLs):
             writer.byte(Tag.publishMember.rawValue)
             writer.unsigned(id)
-            writer.blob(Array(name.utf8))
+            writer.string(name)
             writer.strings(clientURLs)
         case .setMemberPeerURLs(let id, let peerURLs):
             writer.byte(Tag.setMemberPeerURLs.rawValue)
@@ -99,6 +109,16 @@ public enum KVCommandCodec {
         case .forgetMember(let id):
             writer.byte(Tag.forgetMember.rawValue)
             writer.unsigned(id)
+        case .auth(let command):
+            writer.byte(Tag.auth.rawValue)
+            writer.auth(command)
+        case .authorized(let identity, let inner):
+            precondition(!inner.isAuthorized, "authorized commands do not nest")
+            writer.byte(Tag.authorized.rawValue)
+            writer.string(identity.user)
+            writer.unsigned(identity.authRevision)
+            // The inner command keeps its own version byte, so it decodes as any command does.
+            writer.blob(encode(inner))
         }
         return writer.bytes
     }
@@ -136,6 +156,13 @@ public enum KVCommandCodec {
             command = .setMemberPeerURLs(id: try reader.unsigned(), peerURLs: try reader.strings())
         case .forgetMember:
             command = .forgetMember(id: try reader.unsigned())
+        case .auth:
+            command = .auth(try reader.auth())
+        case .authorized:
+            let identity = AuthIdentity(user: try reader.string(), authRevision: try reader.unsigned())
+            let inner = try decode(try reader.blob())
+            guard !inner.isAuthorized else { throw reader.failure("nested authorized command") }
+            command = .authorized(identity, inner)
         }
         guard reader.isAtEnd else { throw reader.failure("\(reader.remaining) trailing bytes") }
         return command
@@ -145,6 +172,94 @@ public enum KVCommandCodec {
 fileprivate typealias Tag = KVCommandCodec.Tag
 fileprivate typealias OpTag = KVCommandCodec.OpTag
 fileprivate typealias CompareTag = KVCommandCodec.CompareTag
+fileprivate typealias AuthTag = KVCommandCodec.AuthTag
+
+extension KVCommand {
+    var isAuthorized: Bool {
+        if case .authorized = self { return true }
+        return false
+    }
+}
+
+fileprivate extension BinaryWriter {
+    mutating func string(_ value: String) { blob(Array(value.utf8)) }
+
+    mutating func auth(_ command: AuthCommand) {
+        switch command {
+        case .enable: byte(AuthTag.enable.rawValue)
+        case .disable: byte(AuthTag.disable.rawValue)
+        case .userAdd(let name, let passwordHash, let noPassword):
+            byte(AuthTag.userAdd.rawValue)
+            string(name)
+            blob(passwordHash)
+            bool(noPassword)
+        case .userDelete(let name):
+            byte(AuthTag.userDelete.rawValue)
+            string(name)
+        case .userChangePassword(let name, let passwordHash):
+            byte(AuthTag.userChangePassword.rawValue)
+            string(name)
+            blob(passwordHash)
+        case .userGrantRole(let user, let role):
+            byte(AuthTag.userGrantRole.rawValue)
+            string(user)
+            string(role)
+        case .userRevokeRole(let user, let role):
+            byte(AuthTag.userRevokeRole.rawValue)
+            string(user)
+            string(role)
+        case .roleAdd(let name):
+            byte(AuthTag.roleAdd.rawValue)
+            string(name)
+        case .roleDelete(let name):
+            byte(AuthTag.roleDelete.rawValue)
+            string(name)
+        case .roleGrantPermission(let role, let permission):
+            byte(AuthTag.roleGrantPermission.rawValue)
+            string(role)
+            blob(permission.key)
+            blob(permission.rangeEnd)
+            byte(permission.type.rawValue)
+        case .roleRevokePermission(let role, let key, let rangeEnd):
+            byte(AuthTag.roleRevokePermission.rawValue)
+            string(role)
+            blob(key)
+            blob(rangeEnd)
+        case .authenticate(let user, let tokenPrefix):
+            byte(AuthTag.authenticate.rawValue)
+            string(user)
+            string(tokenPrefix)
+        }
+    }
+}
+
+fileprivate extension BinaryReader {
+    mutating func auth() throws(KVCodecError) -> AuthCommand {
+        let raw = try byte()
+        switch AuthTag(rawValue: raw) {
+        case .enable: return .enable
+        case .disable: return .disable
+        case .userAdd: return .userAdd(name: try string(), passwordHash: try blob(), noPassword: try bool())
+        case .userDelete: return .userDelete(name: try string())
+        case .userChangePassword: return .userChangePassword(name: try string(), passwordHash: try blob())
+        case .userGrantRole: return .userGrantRole(user: try string(), role: try string())
+        case .userRevokeRole: return .userRevokeRole(user: try string(), role: try string())
+        case .roleAdd: return .roleAdd(name: try string())
+        case .roleDelete: return .roleDelete(name: try string())
+        case .roleGrantPermission:
+            let role = try string()
+            let key = try blob()
+            let rangeEnd = try blob()
+            let typeRaw = try byte()
+            guard let type = PermissionType(rawValue: typeRaw) else { throw failure("unknown permission type \(typeRaw)") }
+            return .roleGrantPermission(role: role, permission: KeyPermission(key: key, rangeEnd: rangeEnd, type: type))
+        case .roleRevokePermission:
+            return .roleRevokePermission(role: try string(), key: try blob(), rangeEnd: try blob())
+        case .authenticate: return .authenticate(user: try string(), tokenPrefix: try string())
+        case nil: throw failure("unknown auth command \(raw)")
+        }
+    }
+}
 
 fileprivate extension BinaryWriter {
     mutating func range(_ request: RangeRequest) {
@@ -312,7 +427,7 @@ fileprivate extension BinaryReader {
 fileprivate extension BinaryWriter {
     mutating func strings(_ values: [String]) {
         unsigned(UInt64(values.count))
-        for value in values { blob(Array(value.utf8)) }
+        for value in values { string(value) }
     }
 }
 

@@ -2,12 +2,14 @@
 public enum KVStatusCode: Int, Sendable, Hashable {
     case invalidArgument = 3
     case notFound = 5
+    case permissionDenied = 7
     case failedPrecondition = 9
     case resourceExhausted = 8
     case outOfRange = 11
     case unavailable = 14
     case dataLoss = 15
     case `internal` = 13
+    case unauthenticated = 16
 }
 
 /// A request the store refused. `description` is etcd's exact message, which clients match on.
@@ -27,6 +29,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case requestTooLarge
     /// A log entry whose bytes are not a command this version understands.
     case malformedCommand(String)
+    /// Refused by etcd's v3 auth (a bad change to users and roles, or a request the user may not make).
+    case auth(AuthError)
     // Cluster conditions, raised above the store (by the embedded API) rather than by applying.
     /// No leader is known (an election is under way or this member is cut off).
     case noLeader
@@ -58,6 +62,7 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case .leaseTTLTooLarge: return "etcdserver: too large lease TTL"
         case .requestTooLarge: return "etcdserver: request is too large"
         case .malformedCommand(let why): return "etcdserver: malformed command: \(why)"
+        case .auth(let error): return error.description
         case .noLeader: return "etcdserver: no leader"
         case .notLeader: return "etcdserver: not leader"
         case .leaderChanged: return "etcdserver: leader changed"
@@ -77,6 +82,7 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case .leaseNotFound: return .notFound
         case .leaseExists: return .failedPrecondition
         case .malformedCommand: return .internal
+        case .auth(let error): return error.code
         case .noLeader, .leaderChanged, .timeout, .stopped: return .unavailable
         case .tooManyRequests: return .resourceExhausted
         case .notLeader: return .failedPrecondition

@@ -355,6 +355,7 @@ public enum KVResponse: Sendable, Hashable {
     case leaseRevoke(LeaseRevokeResponse)
     case leaseCheckpoint(revision: Revision)
     case alarm(AlarmResponse)
+    case auth(AuthChangeResponse)
     /// An empty entry or one without a command: only the applied index moved.
     case none
 }

@@ -38,7 +38,10 @@ public enum KVValidation {
         case .leaseGrant(let id, let ttlSeconds):
             if id == 0 { throw .leaseNotFound }
             if ttlSeconds > maxLeaseTTLSeconds { throw .leaseTTLTooLarge }
-        case .compact, .leaseRevoke, .leaseCheckpoint, .alarm, .publishMember, .setMemberPeerURLs, .forgetMember: return
+        case .authorized(_, let inner): try check(inner, maxTxnOps: maxTxnOps)
+        case .compact, .leaseRevoke, .leaseCheckpoint, .alarm, .publishMember, .setMemberPeerURLs, .forgetMember,
+             .auth:
+            return
         }
     }
 

@@ -69,11 +69,11 @@ extension MVCCStore {
     /// Applies one command inside its own savepoint, so that a request error leaves no partial write behind.
     private func applyInSavepoint(index: LogIndex, command: KVCommand?) throws -> AppliedEntry {
         guard let command else { return AppliedEntry(index: index, result: .success(.none)) }
-        let saved = (currentRevision, compactedRevision, isNoSpaceAlarmArmed)
+        let saved = (currentRevision, compactedRevision, isNoSpaceAlarmArmed, authState)
         try db.execute("SAVEPOINT apply_entry")
         beginWrite()
         do {
-            let outcome = try dispatch(command)
+            let outcome = try dispatch(command, index: index)
             endWrite()
             try db.execute("RELEASE apply_entry")
             let events = pendingEvents
@@ -81,7 +81,7 @@ extension MVCCStore {
             return AppliedEntry(index: index, result: outcome, events: events)
         } catch let error as KVError {
             try db.execute("ROLLBACK TO apply_entry; RELEASE apply_entry")
-            (currentRevision, compactedRevision, isNoSpaceAlarmArmed) = saved
+            (currentRevision, compactedRevision, isNoSpaceAlarmArmed, authState) = saved
             pendingEvents = []
             valuesBeforeWrite = [:]
             return AppliedEntry(index: index, result: .failure(error))
@@ -90,8 +90,15 @@ extension MVCCStore {
 
     /// Runs one command. A thrown ``KVError`` undoes the command; a returned failure keeps its writes (the quota
     /// case, where etcd applies the write and still reports the error).
-    private func dispatch(_ command: KVCommand) throws -> Result<KVResponse, KVError> {
+    private func dispatch(_ command: KVCommand, index: LogIndex) throws -> Result<KVResponse, KVError> {
         switch command {
+        case .authorized(let identity, let inner):
+            try authorize(inner, identity: identity)
+            return try dispatch(inner, index: index)
+
+        case .auth(let change):
+            return .success(.auth(try applyAuth(change, index: index)))
+
         case .range(let request):
             return .success(.range(try range(request, readRevision: currentRevision)))
 

@@ -33,12 +33,15 @@ public enum MVCCStoreError: Error, Sendable, Hashable, CustomStringConvertible {
     case snapshotIndexMismatch(expected: LogIndex, found: LogIndex)
     /// The database was written by an incompatible version of this store.
     case unsupportedFormat(Int64)
+    /// A user or role record that does not decode: the database is damaged.
+    case corruptAuthRecord(String)
 
     public var description: String {
         switch self {
         case .snapshotIndexMismatch(let expected, let found):
             return "snapshot holds applied index \(found), expected \(expected)"
         case .unsupportedFormat(let version): return "unsupported mvcc database format \(version)"
+        case .corruptAuthRecord(let what): return "corrupt auth record: \(what)"
         }
     }
 }
@@ -89,6 +92,8 @@ public final class MVCCStore {
     public internal(set) var compactedRevision: Revision = -1
     /// True while the NOSPACE alarm is armed: puts, writing transactions and lease grants fail.
     public internal(set) var isNoSpaceAlarmArmed = false
+    /// Users, roles and the auth switch, as applied (see MVCCStore+Auth).
+    public internal(set) var authState = AuthState()
 
     // Write state of the request being applied (etcd's storeTxnWrite).
     var beginRevision: Revision = 0
@@ -130,6 +135,7 @@ public final class MVCCStore {
                 ('compact_rev', -1), ('compact_target', -1), ('compact_done', -1),
                 ('compact_cursor_rev', 0), ('compact_cursor_sub', -1), ('alarm_nospace', 0);
             """)
+        try database.execute(Self.authSchema)
         db = database
         let schema = try meta("schema_version")
         guard schema == Self.schemaVersion else { throw MVCCStoreError.unsupportedFormat(schema) }
@@ -142,6 +148,7 @@ public final class MVCCStore {
         currentRevision = try meta("current_rev")
         compactedRevision = try meta("compact_rev")
         isNoSpaceAlarmArmed = try meta("alarm_nospace") != 0
+        authState = try loadAuthState()
     }
 
     // MARK: SQL helpers

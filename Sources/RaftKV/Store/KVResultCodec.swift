@@ -11,11 +11,11 @@ public enum KVResultCodec {
     fileprivate enum ErrorTag: UInt8 {
         case compacted = 1, futureRevision, noSpace, tooManyOperations, emptyKey, keyNotFound, valueProvided,
              leaseProvided, duplicateKey, leaseNotFound, leaseExists, leaseTTLTooLarge, requestTooLarge,
-             malformedCommand, noLeader, notLeader, leaderChanged, timeout, stopped, tooManyRequests
+             malformedCommand, noLeader, notLeader, leaderChanged, timeout, stopped, tooManyRequests, auth
     }
 
     fileprivate enum ResponseTag: UInt8 {
-        case range = 1, put, deleteRange, txn, compaction, leaseGrant, leaseRevoke, leaseCheckpoint, alarm, none
+        case range = 1, put, deleteRange, txn, compaction, leaseGrant, leaseRevoke, leaseCheckpoint, alarm, none, auth
     }
 
     fileprivate enum OpTag: UInt8 {
@@ -82,6 +82,9 @@ fileprivate extension BinaryWriter {
         case .timeout: byte(ErrorTag.timeout.rawValue)
         case .stopped: byte(ErrorTag.stopped.rawValue)
         case .tooManyRequests: byte(ErrorTag.tooManyRequests.rawValue)
+        case .auth(let inner):
+            byte(ErrorTag.auth.rawValue)
+            byte(inner.rawValue)
         }
     }
 
@@ -174,6 +177,14 @@ fileprivate extension BinaryWriter {
             bool(inner.noSpaceArmed)
         case .none:
             byte(ResponseTag.none.rawValue)
+        case .auth(let inner):
+            byte(ResponseTag.auth.rawValue)
+            signed(inner.revision)
+            unsigned(inner.authRevision)
+            blob(Array(inner.token.utf8))
+            blob(Array(inner.tokenUser.utf8))
+            blob(Array(inner.invalidatedUser.utf8))
+            bool(inner.invalidatesAllTokens)
         }
     }
 }
@@ -205,6 +216,10 @@ fileprivate extension BinaryReader {
         case .timeout: return .timeout
         case .stopped: return .stopped
         case .tooManyRequests: return .tooManyRequests
+        case .auth:
+            let raw = try byte()
+            guard let inner = AuthError(rawValue: raw) else { throw failure("unknown auth error \(raw)") }
+            return .auth(inner)
         }
     }
 
@@ -288,6 +303,14 @@ fileprivate extension BinaryReader {
             let revision = try signed()
             return .alarm(AlarmResponse(revision: revision, noSpaceArmed: try bool()))
         case .none: return .none
+        case .auth:
+            let revision = try signed()
+            let authRevision = try unsigned()
+            return .auth(AuthChangeResponse(revision: revision, authRevision: authRevision,
+                                            token: String(decoding: try blob(), as: UTF8.self),
+                                            tokenUser: String(decoding: try blob(), as: UTF8.self),
+                                            invalidatedUser: String(decoding: try blob(), as: UTF8.self),
+                                            invalidatesAllTokens: try bool()))
         }
     }
 }

@@ -90,7 +90,8 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
             }
             do throws(KVCodecError) {
                 let command = try KVCommandCodec.decode(entry.data)
-                commands[entry.index] = command
+                // Lease bookkeeping follows what was done, whoever asked.
+                if case .authorized(_, let inner) = command { commands[entry.index] = inner } else { commands[entry.index] = command }
                 return (entry.index, command)
             } catch {
                 // Every member fails the same entry the same way, so the state stays identical.

@@ -60,6 +60,8 @@ public final class KVStore: Sendable {
         public var compactionBatchRows: Int = 1_000
         /// The time leases are measured with.
         public var clock: any LeaseClock = SystemLeaseClock()
+        /// How long an auth token lives without use (etcd's `--auth-token-ttl`).
+        public var authTokenTTL: Duration = .seconds(300)
         /// Told how long each fsynced Raft log write took (etcd's `etcd_disk_wal_fsync_duration_seconds`).
         public var logSyncObserver: (@Sendable (Duration) -> Void)?
         /// Told how long each state transaction took to commit (etcd's `etcd_disk_backend_commit_duration_seconds`).
@@ -93,6 +95,8 @@ public final class KVStore: Sendable {
     private let promotedTerm = Mutex<Term>(0)
     /// Serves watch streams from applied events and, for watchers behind, from the store's history.
     public let watchHub: WatchHub
+    /// The auth tokens this member knows (issued by applied `authenticate` entries).
+    public let authTokens: SimpleTokens
     private let watchFeed = WatchFeed()
     private let appliedSubscriber = Mutex<(@Sendable ([AppliedEntry]) -> Void)?>(nil)
 
@@ -125,6 +129,9 @@ public final class KVStore: Sendable {
         var leaseConfiguration = LeaseManager.Configuration()
         leaseConfiguration.checkpointInterval = configuration.leaseCheckpointInterval
         leaseManager = LeaseManager(clock: configuration.clock, configuration: leaseConfiguration)
+        var tokenConfiguration = SimpleTokens.Configuration()
+        tokenConfiguration.ttl = configuration.authTokenTTL
+        authTokens = SimpleTokens(clock: configuration.clock, configuration: tokenConfiguration)
 
         var raftConfiguration = RaftConfiguration(id: memberID)
         raftConfiguration.electionTimeoutTicks = configuration.electionTimeoutTicks
@@ -146,7 +153,11 @@ public final class KVStore: Sendable {
         watchHub = WatchHub(history: history, currentRevision: currentRevision, compactedRevision: compactedRevision,
                             configuration: WatchHub.Configuration(),
                             latestRevision: { [watchFeed] in watchFeed.latestRevision.load(ordering: .acquiring) })
-        stateMachine.onApplied = { [weak self, watchFeed, stateMachine] applied in
+        stateMachine.onApplied = { [weak self, watchFeed, stateMachine, authTokens] applied in
+            // Before the proposer hears back, so that a token is valid here the moment its client gets it.
+            for entry in applied {
+                if case .success(.auth(let change)) = entry.result { authTokens.follow(change) }
+            }
             let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
             watchFeed.enqueue(.applied(applied, compactedRevision: compacted), storeRevision: current)
             self?.appliedSubscriber.withLock { $0 }?(applied)
@@ -267,7 +278,11 @@ public final class KVStore: Sendable {
     public func range(_ request: RangeRequest, consistency: ReadConsistency = .linearizable) async throws -> RangeResponse {
         try KVValidation.check(request)
         if consistency == .linearizable { try await barrier() }
-        return try stateMachine.withStore { try $0.range(request) }
+        let identity = AuthIdentity.current
+        return try stateMachine.withStore { store in
+            if let identity { try store.checkRead(key: request.key, rangeEnd: request.rangeEnd, identity: identity) }
+            return try store.range(request)
+        }
     }
 
     /// The current value of `key`, or nil.
@@ -323,7 +338,11 @@ public final class KVStore: Sendable {
         try KVValidation.check(request, maxTxnOps: configuration.maxTxnOps)
         if request.isReadOnly {
             if consistency == .linearizable { try await barrier() }
-            return try stateMachine.withStore { try $0.readOnlyTxn(request) }
+            let identity = AuthIdentity.current
+            return try stateMachine.withStore { store in
+                if let identity { try store.checkReadOnlyTxn(request, identity: identity) }
+                return try store.readOnlyTxn(request)
+            }
         }
         guard case .txn(let response) = try await propose(.txn(request)) else { throw Self.unexpectedResponse }
         return response
@@ -464,7 +483,8 @@ public final class KVStore: Sendable {
     /// Proposes `command` and returns its applied response, retrying while no leader is known (an election) for up
     /// to the request timeout.
     func propose(_ command: KVCommand) async throws -> KVResponse {
-        let data = KVCommandCodec.encode(command)
+        // A client's request is judged at apply time by the auth state then (see AuthIdentity).
+        let data = KVCommandCodec.encode(AuthIdentity.current.map { .authorized($0, command) } ?? command)
         if data.count > configuration.maxRequestBytes { throw KVError.requestTooLarge }
         let answer = try await retryingWithoutLeader { try await self.node.propose(data) }
         let result: Result<KVResponse, KVError>

@@ -423,7 +423,7 @@ public final class WatchHub: @unchecked Sendable {
         }
     }
 
-    func createWatcher(on id: UInt64, _ request: WatchCreateRequest) -> WatchResponse {
+    func createWatcher(on id: UInt64, _ request: WatchCreateRequest, refusal: String? = nil) -> WatchResponse {
         locked {
             func refuse(_ reason: String) -> WatchResponse {
                 WatchResponse(headerRevision: revision, watchID: WatchResponse.invalidWatchID, created: true,
@@ -434,7 +434,9 @@ public final class WatchHub: @unchecked Sendable {
             let key = request.key.isEmpty ? [0] : request.key
             let range = KeyRange(key: key, rangeEnd: request.rangeEnd)
             var failure: String?
-            if case .interval(let start, let end) = range, !start.lexicographicallyPrecedes(end) {
+            if let refusal {
+                failure = refusal
+            } else if case .interval(let start, let end) = range, !start.lexicographicallyPrecedes(end) {
                 failure = WatchCancelReason.emptyRange
             } else if request.watchID != 0, stream.watchers[request.watchID] != nil {
                 failure = WatchCancelReason.duplicateID

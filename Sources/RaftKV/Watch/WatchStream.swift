@@ -36,10 +36,12 @@ public final class WatchStream: Sendable {
     /// Creates a watcher. Returns the response also queued on the stream: `created` with the watch ID, or
     /// `created` and `canceled` with watch ID -1 and etcd's reason (duplicate ID, empty range, too many
     /// watchers). Waits while too many control responses are unread.
+    /// With a `refusal` (the caller's reason, e.g. the client may not read the range), nothing is created and the
+    /// refusal is answered the same way.
     @discardableResult
-    public func create(_ request: WatchCreateRequest) async -> WatchResponse {
+    public func create(_ request: WatchCreateRequest, refusal: String? = nil) async -> WatchResponse {
         await hub.waitForControlRoom(id)
-        return hub.createWatcher(on: id, request)
+        return hub.createWatcher(on: id, request, refusal: refusal)
     }
 
     /// Cancels a watcher; its `canceled` response follows any of its responses already queued. Returns false,

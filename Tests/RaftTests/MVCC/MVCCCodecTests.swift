@@ -26,6 +26,13 @@ import Testing
         .leaseCheckpoint([]),
         .alarm(.activate),
         .alarm(.deactivate),
+        .auth(.enable),
+        .auth(.userAdd(name: "root", passwordHash: [1, 2, 3], noPassword: false)),
+        .auth(.roleGrantPermission(role: "r", permission: KeyPermission(key: b("a"), rangeEnd: [0], type: .readWrite))),
+        .auth(.roleRevokePermission(role: "r", key: b("a"), rangeEnd: [])),
+        .auth(.authenticate(user: "alice", tokenPrefix: "abcdefghijklmnop")),
+        .authorized(AuthIdentity(user: "alice", authRevision: 7), .put(PutRequest(key: b("k"), value: b("v")))),
+        .authorized(.anonymous, .auth(.disable)),
     ]
 
     @Test(arguments: samples)

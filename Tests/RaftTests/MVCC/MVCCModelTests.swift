@@ -79,6 +79,9 @@ struct MVCCReference {
         case .alarm(let action): return .alarm(AlarmResponse(revision: currentRevision, noSpaceArmed: action == .activate))
         // Member records live beside the keyspace, which the model covers.
         case .publishMember, .setMemberPeerURLs, .forgetMember: return .none
+        // Auth stays off in the model (AuthStateTests and AuthStoreTests cover it): identities change nothing.
+        case .authorized(_, let inner): return try dispatch(inner)
+        case .auth: preconditionFailure("the model's generator makes no auth commands")
         }
     }
 
