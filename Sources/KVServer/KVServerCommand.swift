@@ -44,6 +44,22 @@ struct KVServerCommand: AsyncParsableCommand {
     var autoCompactionMode: String = "periodic"
     @Option(name: .customLong("auto-compaction-retention"), help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
     var autoCompactionRetention: String = "0"
+    @Option(name: .customLong("cert-file"), help: "Path to the client server TLS cert file.")
+    var certFile: String = ""
+    @Option(name: .customLong("key-file"), help: "Path to the client server TLS key file.")
+    var keyFile: String = ""
+    @Option(name: .customLong("trusted-ca-file"), help: "Path to the client server TLS trusted CA cert file.")
+    var trustedCAFile: String = ""
+    @Flag(name: .customLong("client-cert-auth"), help: "Enable client cert authentication.")
+    var clientCertAuth: Bool = false
+    @Option(name: .customLong("peer-cert-file"), help: "Path to the peer server TLS cert file.")
+    var peerCertFile: String = ""
+    @Option(name: .customLong("peer-key-file"), help: "Path to the peer server TLS key file.")
+    var peerKeyFile: String = ""
+    @Option(name: .customLong("peer-trusted-ca-file"), help: "Path to the peer server TLS trusted CA file.")
+    var peerTrustedCAFile: String = ""
+    @Flag(name: .customLong("peer-client-cert-auth"), help: "Enable peer client cert authentication.")
+    var peerClientCertAuth: Bool = false
     @Option(name: .customLong("auth-token"), help: "Specify auth token specific options (only 'simple' is supported).")
     var authToken: String = "simple"
     @Option(name: .customLong("auth-token-ttl"), help: "The lifetime in seconds of the auth token.")
@@ -66,9 +82,10 @@ struct KVServerCommand: AsyncParsableCommand {
         "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
         "heartbeat-interval", "election-timeout", "snapshot-count", "quota-backend-bytes", "max-request-bytes",
         "max-txn-ops", "auto-compaction-mode", "auto-compaction-retention", "log-level", "logger", "log-outputs",
-        "auth-token", "auth-token-ttl", "bcrypt-cost",
+        "auth-token", "auth-token-ttl", "bcrypt-cost", "cert-file", "key-file", "trusted-ca-file", "peer-cert-file",
+        "peer-key-file", "peer-trusted-ca-file",
     ]
-    static let flagNames: [String] = ["enable-pprof"]
+    static let flagNames: [String] = ["enable-pprof", "client-cert-auth", "peer-client-cert-auth"]
 
     static func main() async {
         let arguments = EtcdArguments.normalize(Array(CommandLine.arguments.dropFirst()),

@@ -9,6 +9,9 @@ import RaftKV
 /// longer) valid fails the call with etcd's "invalid auth token", as etcd does whether or not auth is on.
 struct AuthInterceptor: ServerInterceptor {
     let server: EtcdServer
+    /// With `--client-cert-auth`: a call without a token runs as its TLS certificate's common name (etcd's
+    /// `AuthInfoFromTLS`).
+    var certificateIdentities: ClientCertificateIdentities?
 
     /// etcd reads the token from `token` (gRPC clients) or `authorization` (its HTTP gateway).
     static let tokenMetadataKeys = ["token", "authorization"]
@@ -20,7 +23,7 @@ struct AuthInterceptor: ServerInterceptor {
     ) async throws -> StreamingServerResponse<Output> {
         let identity: AuthIdentity
         do {
-            identity = try await resolve(request.metadata)
+            identity = try await resolve(request.metadata, peer: context.remotePeer)
         } catch {
             return StreamingServerResponse(error: RPCError(mapping: error))
         }
@@ -35,12 +38,13 @@ struct AuthInterceptor: ServerInterceptor {
         return response
     }
 
-    private func resolve(_ metadata: Metadata) async throws -> AuthIdentity {
+    private func resolve(_ metadata: Metadata, peer: String) async throws -> AuthIdentity {
         for key in Self.tokenMetadataKeys {
             if let token = metadata[stringValues: key].first(where: { _ in true }) {
                 return try await server.store.identity(forToken: token)
             }
         }
+        if let user = certificateIdentities?.user(forPeer: peer) { return server.store.identity(forUser: user) }
         return .anonymous
     }
 }

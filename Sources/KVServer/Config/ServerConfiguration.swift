@@ -33,6 +33,10 @@ struct ServerConfiguration: Sendable {
     var autoCompaction: AutoCompaction
     var logLevel: Logger.Level
     var authTokenTTL: Duration
+    /// TLS on https client URLs; with `clientCertificateAuth`, a verified certificate's common name is a user.
+    var clientTLS: TLSFiles?
+    /// TLS between members, on https peer URLs (served and dialled).
+    var peerTLS: TLSFiles?
     var passwordHashing: PasswordHashing
 
     /// etcd's `DefaultQuotaBytes` (2 GiB), used when the flag is 0.
@@ -47,8 +51,17 @@ struct ServerConfiguration: Sendable {
         advertiseClientURLs = try EndpointURL.list(flags.advertiseClientURLs).map(\.description)
         listenPeerURLs = try EndpointURL.list(flags.listenPeerURLs)
         advertisePeerURLs = try EndpointURL.list(flags.initialAdvertisePeerURLs).map(\.description)
-        for url in listenClientURLs + listenPeerURLs where url.scheme == "https" {
-            throw ConfigurationError("TLS is not supported yet: \(url) (use http://)")
+        clientTLS = try TLSFiles.from(certificate: flags.certFile, key: flags.keyFile, trustedCA: flags.trustedCAFile,
+                                      clientCertificateAuth: flags.clientCertAuth, prefix: "")
+        peerTLS = try TLSFiles.from(certificate: flags.peerCertFile, key: flags.peerKeyFile,
+                                    trustedCA: flags.peerTrustedCAFile, clientCertificateAuth: flags.peerClientCertAuth,
+                                    prefix: "peer-")
+        // etcd's wording (embed.Config.Validate).
+        for url in listenClientURLs where url.scheme == "https" && clientTLS == nil {
+            throw ConfigurationError("TLS key/cert (--cert-file, --key-file) must be provided for client url \(url) with HTTPS scheme")
+        }
+        for url in listenPeerURLs where url.scheme == "https" && peerTLS == nil {
+            throw ConfigurationError("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url \(url) with HTTPS scheme")
         }
         initialCluster = try Self.parseInitialCluster(flags.initialCluster ?? "\(flags.name)=\(flags.initialAdvertisePeerURLs)")
         guard let state = ClusterState(rawValue: flags.initialClusterState) else {

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// The client port's front door: one TCP listener serving both gRPC and etcd's plain-HTTP endpoints, as etcd
@@ -54,6 +55,8 @@ final class ClientListener: Sendable {
         port: Int,
         grpcAddress: SocketAddress,
         endpoints: HTTPEndpoints,
+        tls: NIOSSLContext? = nil,
+        certificateIdentities: ClientCertificateIdentities? = nil,
         configuration: Configuration = Configuration(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "kvserver.client-listener")
@@ -70,10 +73,15 @@ final class ClientListener: Sendable {
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    // TLS first: the sniffer and everything after it see the decrypted stream.
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientProtocolSniffer(
                             grpcAddress: grpcAddress,
                             endpoints: endpoints,
+                            certificateIdentities: certificateIdentities,
                             configuration: configuration,
                             logger: logger
                         )

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// The first handler of every accepted connection: waits for enough bytes to tell gRPC from HTTP/1.1, then
 /// replaces itself with the pipeline for that protocol.
@@ -22,6 +23,8 @@ final class ClientProtocolSniffer {
 
     private let grpcAddress: SocketAddress
     private let endpoints: HTTPEndpoints
+    /// Set when client certificates name users: the proxied connection is recorded there.
+    private let certificateIdentities: ClientCertificateIdentities?
     private let configuration: ClientListener.Configuration
     private let logger: Logger
 
@@ -32,10 +35,11 @@ final class ClientProtocolSniffer {
     private var deadline: NIODeadline?
     private var timeout: Scheduled<Void>?
 
-    init(grpcAddress: SocketAddress, endpoints: HTTPEndpoints, configuration: ClientListener.Configuration,
-         logger: Logger) {
+    init(grpcAddress: SocketAddress, endpoints: HTTPEndpoints, certificateIdentities: ClientCertificateIdentities? = nil,
+         configuration: ClientListener.Configuration, logger: Logger) {
         self.grpcAddress = grpcAddress
         self.endpoints = endpoints
+        self.certificateIdentities = certificateIdentities
         self.configuration = configuration
         self.logger = logger
     }
@@ -129,6 +133,13 @@ final class ClientProtocolSniffer {
                         upstream.close(promise: nil)
                         context.close(promise: nil)
                         return
+                    }
+                    // Before any byte goes upstream, so the first call already knows its user.
+                    if let identities = self.certificateIdentities,
+                       let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+                       let certificate = tls.peerCertificate,
+                       let user = ClientCertificateIdentities.commonName(of: certificate) {
+                        identities.register(user: user, upstream: upstream)
                     }
                     self.state = .done
                     self.handOver(context: context)

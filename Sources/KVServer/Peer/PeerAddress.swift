@@ -14,6 +14,8 @@ struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     /// A host name, an IPv4 address, or an IPv6 address without its brackets.
     var host: String
     var port: Int
+    /// Set for `https` URLs: the member's peer certificate, key and CA, to serve and to dial with.
+    var tls: TLSFiles?
 
     init(host: String, port: Int) {
         precondition((0...65_535).contains(port), "port \(port) out of range")
@@ -22,16 +24,20 @@ struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Parses an etcd peer URL: `http://host:port`, with an optional trailing slash. etcd requires the port too;
-    /// `https` is refused until peer TLS exists rather than silently spoken in plaintext.
-    init(url: String) throws(PeerAddressError) {
+    /// `https` only with the peer TLS files, never silently spoken in plaintext.
+    /// - Parameter tls: the peer TLS files (`--peer-cert-file`…), required for `https` URLs, ignored for `http`.
+    init(url: String, tls: TLSFiles? = nil) throws(PeerAddressError) {
         func failure(_ reason: String) -> PeerAddressError { PeerAddressError(url: url, reason: reason) }
 
         guard let schemeEnd = url.range(of: "://") else { throw failure("missing scheme (want http://host:port)") }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        let secure: Bool
         switch scheme {
-        case "http": break
-        case "https": throw failure("https peer URLs need peer TLS, which is not supported yet (use http)")
-        default: throw failure("unsupported scheme \"\(scheme)\" (want http)")
+        case "http": secure = false
+        case "https":
+            guard tls != nil else { throw failure("https peer URLs need --peer-cert-file and --peer-key-file") }
+            secure = true
+        default: throw failure("unsupported scheme \"\(scheme)\" (want http or https)")
         }
         var authority = url[schemeEnd.upperBound...]
         if authority.hasSuffix("/") { authority = authority.dropLast() }
@@ -62,6 +68,7 @@ struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
             throw failure("invalid port \"\(portText)\"")
         }
         self.init(host: String(host), port: port)
+        self.tls = secure ? tls : nil
     }
 
     var isIPv6: Bool { host.contains(":") }
@@ -76,7 +83,7 @@ struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     /// `host:port`, with brackets around an IPv6 host.
     var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    var url: String { "http://\(description)" }
+    var url: String { "\(tls == nil ? "http" : "https")://\(description)" }
 
     /// The gRPC target that dials this address; host names go through DNS, so a peer may move behind its name.
     var clientTarget: any ResolvableTarget {

@@ -17,7 +17,7 @@ final class PeerServer: Sendable {
         let bindAddress = try address.bindAddress()
         transport = HTTP2ServerTransport.Posix(
             address: bindAddress,
-            transportSecurity: .plaintext,
+            transportSecurity: address.tls?.peerServerSecurity ?? .plaintext,
             config: .defaults { config in
                 config.rpc.maxRequestPayloadSize = PeerLimits.maxMessageBytes
                 // Senders ping to find dead connections (see PeerTransport); allow them as often as they ping.

@@ -290,7 +290,7 @@ final class PeerTransport: RaftTransport {
     static func makeClientTransport(to address: PeerAddress) throws -> HTTP2ClientTransport.Posix {
         try HTTP2ClientTransport.Posix(
             target: address.clientTarget,
-            transportSecurity: .plaintext,
+            transportSecurity: address.tls?.peerClientSecurity ?? .plaintext,
             config: .defaults { config in
                 // gRPC's default reconnect backoff grows to two minutes: far too slow for a member that restarts.
                 config.backoff = .init(initial: .milliseconds(50), max: .seconds(1), multiplier: 2, jitter: 0.2)

@@ -18,7 +18,8 @@ struct ServerRuntime {
 
     func run() async throws {
         let bootstrap = try await ClusterBootstrap.resolve(configuration, logger: logger) { url in
-            let bytes = try await PeerTransport.clusterInfo(at: try PeerAddress(url: url.description))
+            let bytes = try await PeerTransport.clusterInfo(at: try PeerAddress(url: url.description,
+                                                                                tls: configuration.peerTLS))
             return try JSONDecoder().decode(ClusterInfo.self, from: Data(bytes))
         }
         let identity = bootstrap.identity
@@ -30,7 +31,7 @@ struct ServerRuntime {
         let initialByID = Dictionary(bootstrap.initialMembers.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let transport = PeerTransport(clusterID: identity.clusterID, localID: identity.memberID, resolve: { id in
             let urls = serverBox.server?.peerURLs(of: id) ?? initialByID[id]?.peerURLs ?? []
-            return urls.first.flatMap { try? PeerAddress(url: $0) }
+            return urls.first.flatMap { try? PeerAddress(url: $0, tls: configuration.peerTLS) }
         }, logger: logger)
 
         let metrics = ServerMetrics(serverVersion: EtcdServer.serverVersion)
@@ -56,6 +57,10 @@ struct ServerRuntime {
         let forwarded = ForwardedRequestHandler(kv: kv, lease: lease, cluster: cluster, maintenance: maintenance,
                                                 auth: auth)
 
+        // With --client-cert-auth, a client certificate's common name is a user (when the call has no token).
+        let certificateIdentities = configuration.clientTLS?.clientCertificateAuth == true ? ClientCertificateIdentities() : nil
+        let clientTLSContext = try configuration.clientTLS?.clientListenerContext()
+
         // Clients: gRPC on an internal loopback port, behind one front listener per client URL (gRPC + HTTP).
         let grpcServer = GRPCServer(
             transport: HTTP2ServerTransport.Posix(
@@ -68,7 +73,7 @@ struct ServerRuntime {
                                                                    allowWithoutCalls: true)
                 }),
             services: [kv, WatchService(server: server), lease, cluster, maintenance, auth],
-            interceptors: [AuthInterceptor(server: server)])
+            interceptors: [AuthInterceptor(server: server, certificateIdentities: certificateIdentities)])
 
         // Peers.
         let peerService = PeerService(
@@ -80,7 +85,7 @@ struct ServerRuntime {
             clusterInfo: { try server.clusterInfoJSON() },
             logger: logger)
         let peerServers = try configuration.listenPeerURLs.map { url in
-            try PeerServer(listeningOn: PeerAddress(url: url.description), service: peerService)
+            try PeerServer(listeningOn: PeerAddress(url: url.description, tls: configuration.peerTLS), service: peerService)
         }
 
         let endpoints = HTTPEndpoints(
@@ -120,7 +125,8 @@ struct ServerRuntime {
                 listeners.append(try await ClientListener.bind(
                     host: url.socketHost, port: url.port,
                     grpcAddress: try SocketAddress(ipAddress: "127.0.0.1", port: grpcPort),
-                    endpoints: endpoints, logger: logger))
+                    endpoints: endpoints, tls: url.scheme == "https" ? clientTLSContext : nil,
+                    certificateIdentities: certificateIdentities, logger: logger))
             }
             logger.info("serving", metadata: [
                 "name": "\(configuration.name)", "member-id": "\(hex(identity.memberID))",

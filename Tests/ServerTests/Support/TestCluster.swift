@@ -11,9 +11,11 @@ final class TestCluster {
         var clientPort: Int
         var peerPort: Int
         var process: Process?
-        var clientURL: String { "http://127.0.0.1:\(clientPort)" }
-        var peerURL: String { "http://127.0.0.1:\(peerPort)" }
-        var endpoint: String { "127.0.0.1:\(clientPort)" }
+        /// "https" when the cluster runs with TLS.
+        var scheme = "http"
+        var clientURL: String { "\(scheme)://127.0.0.1:\(clientPort)" }
+        var peerURL: String { "\(scheme)://127.0.0.1:\(peerPort)" }
+        var endpoint: String { scheme == "https" ? clientURL : "127.0.0.1:\(clientPort)" }
     }
 
     let root: URL
@@ -45,13 +47,26 @@ final class TestCluster {
         throw MissingTool(description: "the real etcdctl is not installed (apt-get install etcd-client); .ci/run installs it")
     }
 
-    init(size: Int) throws {
+    /// With `tls`, every member serves https on both its client and peer URLs and checks client certificates;
+    /// ``etcdctl(_:endpoints:stdin:timeout:)`` presents `tlsClient`'s certificate.
+    let tls: TLSMaterial?
+    var tlsClient = "root"
+
+    init(size: Int, tls: TLSMaterial? = nil) throws {
+        self.tls = tls
         root = FileManager.default.temporaryDirectory
             .appendingPathComponent("kvserver-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let ports = try Self.freePorts(count: size * 2)
         members = (0..<size).map { index in
-            Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1])
+            Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1],
+                   scheme: tls == nil ? "http" : "https")
+        }
+        if let tls {
+            extraFlags += ["--cert-file", tls.path("server.crt"), "--key-file", tls.path("server.key"),
+                           "--trusted-ca-file", tls.path("ca.crt"), "--client-cert-auth",
+                           "--peer-cert-file", tls.path("server.crt"), "--peer-key-file", tls.path("server.key"),
+                           "--peer-trusted-ca-file", tls.path("ca.crt"), "--peer-client-cert-auth"]
         }
         token = "test-\(UUID().uuidString.prefix(6))"
         guard FileManager.default.isExecutableFile(atPath: Self.kvserver.path) else {
@@ -129,7 +144,10 @@ final class TestCluster {
     @discardableResult
     func etcdctl(_ arguments: [String], endpoints: String? = nil, stdin: String? = nil,
                  timeout: TimeInterval = 20) throws -> Output {
-        try Self.run(try Self.etcdctlPath(), ["--endpoints=\(endpoints ?? self.endpoints)"] + arguments,
+        let security = tls.map { tls in
+            ["--cacert", tls.path("ca.crt"), "--cert", tls.path("\(tlsClient).crt"), "--key", tls.path("\(tlsClient).key")]
+        } ?? []
+        return try Self.run(try Self.etcdctlPath(), ["--endpoints=\(endpoints ?? self.endpoints)"] + security + arguments,
                      environment: ["ETCDCTL_API": "3"], stdin: stdin, timeout: timeout)
     }
 
