@@ -112,6 +112,7 @@ let package = Package(
             dependencies: [
                 "KVServer",
                 "RaftKV",
+                "ClusterObjects",
                 "EtcdAPI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

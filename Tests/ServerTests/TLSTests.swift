@@ -1,4 +1,6 @@
+import ClusterObjects
 import Foundation
+import RaftKV
 import XCTest
 
 /// TLS on client and peer URLs with etcd's flags, driven by the real etcdctl 3.4: a three-member cluster that
@@ -71,5 +73,64 @@ final class TLSTests: XCTestCase {
                                                          "--cert", material.path("root.crt"), "--key", material.path("root.key"),
                                                          "\(cluster.members[0].clientURL)/health"], timeout: 10)
         XCTAssertEqual(curl.stdout, #"{"health":"true","reason":""}"#, curl.stderr)
+    }
+
+    /// The object layer's remote backend against this cluster: https with a client certificate, signed in as a user
+    /// limited to /registry/, failing over when the member it uses dies, and signing in again when its token is
+    /// revoked.
+    func testRemoteObjectStoreOverTLSWithAuthFailsOverAndSignsInAgain() async throws {
+        for arguments in [["user", "add", "root:rootpw"], ["user", "add", "apiserver:secret"], ["role", "add", "registry"],
+                          ["role", "grant-permission", "registry", "readwrite", "/registry/", "--prefix"],
+                          ["user", "grant-role", "apiserver", "registry"], ["auth", "enable"]] {
+            let output = try cluster.etcdctl(arguments)
+            XCTAssertEqual(output.status, 0, "\(arguments): \(output.stderr)")
+        }
+        var options = RemoteBackend.Options()
+        options.trustedCAFile = material.path("ca.crt")
+        options.certificateFile = material.path("alice.crt")
+        options.keyFile = material.path("alice.key")
+        options.user = "apiserver"
+        options.password = "secret"
+        options.timeout = .seconds(10)
+        let backend = try RemoteBackend(endpoints: cluster.members.map(\.clientURL), options: options)
+        let objects = ObjectStore(backend: backend)
+        func pod(_ name: String) -> Pod {
+            Pod(metadata: ObjectMeta(name: name, namespace: "tls"),
+                spec: PodSpec(containers: [Container(name: "app", image: "nginx")]))
+        }
+        do {
+            _ = try await objects.namespaces.create(Namespace(metadata: ObjectMeta(name: "tls")))
+            for index in 0..<5 { _ = try await objects.pods.create(pod("before-\(index)")) }
+
+            // The user may not write outside /registry/.
+            do {
+                _ = try await backend.txn(TxnRequest(success: [.put(PutRequest(key: Array("/elsewhere".utf8)))]))
+                XCTFail("a write outside /registry/ succeeded")
+            } catch let error as KVError {
+                XCTAssertEqual(error, .auth(.permissionDenied))
+            }
+
+            // The member in use dies: the next calls go to another one.
+            let used = try XCTUnwrap(cluster.members.firstIndex { $0.clientURL == backend.currentEndpoint })
+            cluster.kill(used)
+            for index in 0..<5 { _ = try await objects.pods.create(pod("after-\(index)")) }
+            XCTAssertNotEqual(backend.currentEndpoint, cluster.members[used].clientURL)
+
+            // A password change revokes the token; the backend signs in again (same password set back here).
+            cluster.tlsClient = "root"
+            let alive = cluster.members.indices.first { $0 != used }!
+            for password in ["changed", "secret"] {
+                let output = try cluster.etcdctl(["user", "passwd", "apiserver", "--interactive=false"],
+                                                 endpoints: cluster.members[alive].endpoint, stdin: password + "\n")
+                XCTAssertEqual(output.status, 0, output.stderr)
+            }
+            let pods = try await objects.pods.list(namespace: "tls")
+            XCTAssertEqual(Set(pods.items.compactMap(\.metadata.name)),
+                           Set((0..<5).flatMap { ["before-\($0)", "after-\($0)"] }))
+        } catch {
+            await backend.close()
+            throw error
+        }
+        await backend.close()
     }
 }
