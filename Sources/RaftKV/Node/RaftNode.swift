@@ -34,8 +34,15 @@ public struct RaftNodeOptions: Sendable {
     public var tickInterval: Duration = .milliseconds(100)
     /// Requests not answered within this many ticks fail with ``RaftNodeError/timedOut``.
     public var requestTimeoutTicks: Int = 70
-    /// Take a state machine snapshot and compact the log every this many applied entries.
+    /// Take a state machine snapshot and compact the log every this many applied entries (at the least; see
+    /// ``snapshotLogToStateRatio``).
     public var snapshotEveryEntries: UInt64 = 10_000
+    /// A snapshot copies the whole state, so taking one every fixed number of entries writes O(N²) bytes while
+    /// the state grows to N. A snapshot is therefore also held back until the entries applied since the last one
+    /// add up to at least this fraction of the state's size (``StateMachine/stateSizeBytes``): snapshots then
+    /// write at most 1/ratio bytes per byte of log, and the log holds at most about ratio × the state before it is
+    /// compacted. 0 snapshots on the entry count alone.
+    public var snapshotLogToStateRatio: Double = 1.0
     /// Entries kept below a snapshot so that slightly lagging followers catch up without one.
     public var snapshotRetainEntries: UInt64 = 5_000
     /// Bound on messages waiting in the inbox; beyond it new messages are dropped (Raft retransmits).
@@ -78,6 +85,8 @@ public actor RaftNode {
     /// The index of the last membership change applied: a background snapshot taken below it cannot be given the
     /// current membership, so it is dropped.
     private var lastConfigChangeApplied: LogIndex = 0
+    /// Bytes of entry data applied since the newest snapshot (counted from the log at start).
+    private var bytesAppliedSinceSnapshot: Int64 = 0
 
     private struct ProposalWaiter {
         var term: Term
@@ -112,6 +121,10 @@ public actor RaftNode {
         (inbox, inboxContinuation) = AsyncStream.makeStream(of: Message.self, bufferingPolicy: .bufferingOldest(options.maxInboxMessages))
         (flushes, flushContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         wasMember = core.membership.contains(configuration.id)
+        let snapshotIndex = storage.snapshotMetadata.index
+        if stateMachine.appliedIndex > snapshotIndex {
+            bytesAppliedSinceSnapshot = storage.entryBytes(in: (snapshotIndex + 1)..<(stateMachine.appliedIndex + 1))
+        }
     }
 
     /// Hands a message from a peer to this node; never blocks. Called by transports.
@@ -271,6 +284,7 @@ public actor RaftNode {
             precondition(stateMachine.appliedIndex == snapshot.index, "state machine restored to \(stateMachine.appliedIndex), not \(snapshot.index)")
             logger.info("installed snapshot at \(snapshot.index) (term \(snapshot.term))")
             lastConfigChangeApplied = max(lastConfigChangeApplied, snapshot.index)
+            bytesAppliedSinceSnapshot = 0
         }
         if ready.hardState != nil || !ready.entries.isEmpty {
             try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
@@ -283,6 +297,7 @@ public actor RaftNode {
             precondition(results.count == ready.committed.count, "one result per applied entry")
             precondition(stateMachine.appliedIndex == ready.committed.last!.index, "the state machine must record what it applied")
             for (entry, result) in zip(ready.committed, results) { completeProposal(entry, result: result) }
+            bytesAppliedSinceSnapshot += ready.committed.reduce(0) { $0 + Int64($1.data.count) }
             if let change = ready.committed.last(where: { $0.kind == .configChange }) {
                 lastConfigChangeApplied = change.index
             }
@@ -330,6 +345,10 @@ public actor RaftNode {
         let last = storage.snapshotMetadata.index
         guard !snapshotInProgress, applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
               applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
+        // Asked only once the entry count is reached: the size may take a query.
+        guard Double(bytesAppliedSinceSnapshot) >= options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes) else {
+            return
+        }
         let file = storage.temporarySnapshotFile()
         if stateMachine.snapshotsConcurrently {
             snapshotInProgress = true
@@ -343,6 +362,7 @@ public actor RaftNode {
         try stateMachine.writeSnapshot(to: file)
         try storage.adoptLocalSnapshot(SnapshotMetadata(index: applied, term: term, membership: core.membership),
                                        file: file, retainEntries: options.snapshotRetainEntries)
+        bytesAppliedSinceSnapshot = 0
         logger.debug("snapshot at \(applied); log now starts at \(storage.firstIndex)")
     }
 
@@ -371,6 +391,9 @@ public actor RaftNode {
         do {
             try storage.adoptLocalSnapshot(SnapshotMetadata(index: index, term: term, membership: core.membership),
                                            file: file, retainEntries: options.snapshotRetainEntries)
+            // Entries applied while the copy was written are not in it, but are not counted either: the next
+            // snapshot waits a little longer, which only errs on the side of fewer copies.
+            bytesAppliedSinceSnapshot = 0
             logger.debug("snapshot at \(index); log now starts at \(storage.firstIndex)")
         } catch {
             fail(with: .stopped("adopting a snapshot failed: \(error)"))

@@ -26,10 +26,16 @@ public protocol StateMachine: AnyObject, Sendable {
     /// Writes a consistent copy of the state into `file` while applies go on, from another thread, and returns the
     /// applied index the copy reflects.
     func writeSnapshotConcurrently(to file: URL) throws -> LogIndex
+
+    /// About how many bytes a snapshot of the state takes, to space snapshots out as the state grows (see
+    /// ``RaftNodeOptions/snapshotLogToStateRatio``); 0 when unknown.
+    var stateSizeBytes: Int64 { get }
 }
 
 extension StateMachine {
     public var snapshotsConcurrently: Bool { false }
+
+    public var stateSizeBytes: Int64 { 0 }
 
     public func writeSnapshotConcurrently(to file: URL) throws -> LogIndex {
         preconditionFailure("\(Self.self) does not snapshot concurrently")

@@ -31,4 +31,22 @@ public protocol DurableLogStorage: RaftLogStorage, Sendable {
     /// A fresh path in the storage's directory where the state machine may write a snapshot for
     /// ``adoptLocalSnapshot(_:file:retainEntries:)``.
     func temporarySnapshotFile() -> URL
+
+    /// The bytes of entry data in `range` (indexes still in the log), for the snapshot schedule.
+    func entryBytes(in range: Range<LogIndex>) -> Int64
+}
+
+extension DurableLogStorage {
+    public func entryBytes(in range: Range<LogIndex>) -> Int64 {
+        var total: Int64 = 0
+        var next = max(range.lowerBound, firstIndex)
+        let end = min(range.upperBound, lastIndex + 1)
+        while next < end {
+            let batch = entries(in: next..<end, maxBytes: 4 << 20)
+            guard let last = batch.last else { break }
+            total += batch.reduce(0) { $0 + Int64($1.data.count) }
+            next = last.index + 1
+        }
+        return total
+    }
 }

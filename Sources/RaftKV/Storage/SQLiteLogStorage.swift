@@ -362,6 +362,18 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
         return UInt64(term)
     }
 
+    /// SQLite answers `length()` of a blob from the record header, without reading the data.
+    public func entryBytes(in range: Range<LogIndex>) -> Int64 {
+        guard !range.isEmpty else { return 0 }
+        return mustRead("entry bytes \(range)") {
+            let select = try database.statement("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM entries WHERE idx >= ? AND idx < ?")
+            defer { select.reset() }
+            select.bind(1, range.lowerBound).bind(2, range.upperBound)
+            guard try select.step() else { return 0 }
+            return select.int64(0)
+        }
+    }
+
     public func entries(in range: Range<LogIndex>, maxBytes: Int) -> [Entry] {
         precondition(range.lowerBound >= firstIndex && range.upperBound <= lastIndex + 1,
                      "entries \(range) requested outside the log \(firstIndex)...\(lastIndex)")

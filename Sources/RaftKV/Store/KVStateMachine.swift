@@ -122,6 +122,9 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
 
     public var snapshotsConcurrently: Bool { true }
 
+    /// The pages in use: what `VACUUM INTO` copies.
+    public var stateSizeBytes: Int64 { (try? lock.withLock { try store.sizeInUseBytes() }) ?? 0 }
+
     /// Copies the state through a second connection: applies, reads and compaction steps go on meanwhile.
     public func writeSnapshotConcurrently(to file: URL) throws -> LogIndex {
         try MVCCStore.writeSnapshot(ofDatabaseAt: databasePath, to: file)

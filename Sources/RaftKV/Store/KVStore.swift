@@ -46,6 +46,9 @@ public final class KVStore: Sendable {
         public var snapshotEveryEntries: UInt64 = 10_000
         /// Entries kept below a snapshot for slightly lagging followers.
         public var snapshotRetainEntries: UInt64 = 5_000
+        /// Snapshots also wait until the log since the last one weighs this fraction of the state (see
+        /// ``RaftNodeOptions/snapshotLogToStateRatio``); 0 snapshots on the entry count alone.
+        public var snapshotLogToStateRatio: Double = 1.0
         /// etcd's `--max-txn-ops`.
         public var maxTxnOps: Int = KVValidation.defaultMaxTxnOps
         /// etcd's `--max-request-bytes`: larger encoded requests fail with "etcdserver: request is too large".
@@ -142,6 +145,7 @@ public final class KVStore: Sendable {
         options.requestTimeoutTicks = max(1, Int(configuration.requestTimeout / configuration.tickInterval))
         options.snapshotEveryEntries = configuration.snapshotEveryEntries
         options.snapshotRetainEntries = configuration.snapshotRetainEntries
+        options.snapshotLogToStateRatio = configuration.snapshotLogToStateRatio
         node = try RaftNode(configuration: raftConfiguration, storage: storage, stateMachine: stateMachine,
                             transport: transport, bootstrap: initialMembership, options: options,
                             logger: configuration.logger)

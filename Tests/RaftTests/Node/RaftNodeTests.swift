@@ -7,6 +7,9 @@ final class ValueRecordingStateMachine: StateMachine, @unchecked Sendable {
     private let lock = NSLock()
     private var values: [String] = []
     private var applied: LogIndex = 0
+    /// What the machine claims its state weighs, to drive the snapshot schedule.
+    var reportedStateBytes: Int64 = 0
+    var stateSizeBytes: Int64 { lock.withLock { reportedStateBytes } }
 
     var appliedIndex: LogIndex { lock.withLock { applied } }
     var appliedValues: [String] { lock.withLock { values } }
@@ -154,6 +157,41 @@ final class LocalCluster: @unchecked Sendable {
         try cluster.start(oldID, storage: try SQLiteLogStorage(directory: storageDirectory), machine: oldMachine, bootstrap: Membership(voters: [1, 2, 3]))
         try await cluster.waitUntil { oldMachine.appliedValues.count == 10 }
         #expect(oldMachine.appliedValues == (1...5).map { "before-\($0)" } + (1...5).map { "after-\($0)" })
+        await cluster.shutdown()
+    }
+
+    /// Snapshots copy the whole state: with a state of 1,000 bytes and 10-byte entries, one every 5 entries would
+    /// copy 20 bytes per byte of log; the schedule waits for 1,000 bytes of entries instead.
+    @Test func snapshotsWaitUntilTheLogOutweighsTheState() async throws {
+        let cluster = try LocalCluster(size: 1, sqlite: true, snapshotEveryEntries: 5)
+        let machine = cluster.machines[1]!
+        machine.reportedStateBytes = 1_000
+        let storage = cluster.storages[1]!
+        _ = try await cluster.leader()
+        // Proposes 10-byte entries until the log since the snapshot holds just under 1,000 bytes.
+        func fillToJustBelowTheState(_ storage: any DurableLogStorage, _ prefix: String) async throws {
+            let logged = storage.entryBytes(in: (storage.snapshotMetadata.index + 1)..<(machine.appliedIndex + 1))
+            for i in 0..<Int((999 - logged) / 10) { _ = try await cluster.propose(String(format: "\(prefix)%04d", i)) }
+            let now = storage.entryBytes(in: (storage.snapshotMetadata.index + 1)..<(machine.appliedIndex + 1))
+            #expect(now > 989 && now < 1_000)
+        }
+        try await fillToJustBelowTheState(storage, "value-")
+        #expect(storage.snapshotMetadata.index == 0, "no snapshot before the log holds the state's size")
+        _ = try await cluster.propose("value-last")
+        try await cluster.waitUntil { storage.snapshotMetadata.index > 0 }
+
+        // The count starts again from the snapshot, and survives a restart (it is read back from the log).
+        let taken = storage.snapshotMetadata.index
+        for i in 0..<20 { _ = try await cluster.propose(String(format: "again-%04d", i)) }
+        await cluster.stop(1)
+        let reopened = try SQLiteLogStorage(directory: cluster.directory.appendingPathComponent("1"))
+        #expect(reopened.snapshotMetadata.index == taken)
+        try cluster.start(1, storage: reopened, machine: machine, bootstrap: Membership(voters: [1]), snapshotEveryEntries: 5)
+        _ = try await cluster.leader()
+        try await fillToJustBelowTheState(reopened, "after-")
+        #expect(reopened.snapshotMetadata.index == taken, "bytes from before the restart count towards the next one")
+        _ = try await cluster.propose("after-last")
+        try await cluster.waitUntil { reopened.snapshotMetadata.index > taken }
         await cluster.shutdown()
     }
 

@@ -52,6 +52,7 @@ import Testing
         let scratch = try StoreScratch()
         var configuration = fastConfiguration()
         configuration.snapshotEveryEntries = 20
+        configuration.snapshotLogToStateRatio = 0  // snapshot mechanics, not the schedule
         configuration.snapshotRetainEntries = 5
         let running = RunningStore(try KVStore.open(directory: scratch.url, configuration: configuration))
         // Concurrent writers, so that applies keep running while snapshots are copied.

@@ -174,6 +174,7 @@ import Testing
         let scratch = try StoreScratch()
         var configuration = fastConfiguration()
         configuration.snapshotEveryEntries = 10
+        configuration.snapshotLogToStateRatio = 0  // snapshot mechanics, not the schedule
         configuration.snapshotRetainEntries = 2
         var running = RunningStore(try KVStore.open(directory: scratch.url, configuration: configuration))
         for i in 1...25 { try await running.store.put("key-\(i)", "value-\(i)") }
