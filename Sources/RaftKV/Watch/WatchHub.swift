@@ -112,22 +112,37 @@ public final class WatchHub: @unchecked Sendable {
                 }
             }
             revision = newRevision
-            var order: [Watcher] = []
-            var matched: [ObjectIdentifier: [Event]] = [:]
-            func add(_ watcher: Watcher, _ event: Event) {
-                let id = ObjectIdentifier(watcher)
-                if matched[id] == nil { order.append(watcher) }
-                matched[id, default: []].append(event)
-            }
-            for event in events {
-                if let watchers = syncedByKey[event.kv.key] {
-                    for watcher in watchers.values { add(watcher, event) }
+            // What every watcher of the whole revision gets is built once and shared (copy-on-write arrays):
+            // delivery costs a queue append per watcher, not a copy and a size computation per event.
+            let batch = RevisionBatch(events)
+            var wholeRevision: [Watcher] = []
+            var partial: [(Watcher, [Event])] = []
+            for watcher in syncedRanges.values {
+                let matching = events.count == 1
+                    ? (watcher.range.contains(events[0].kv.key) ? events.count : 0)
+                    : events.reduce(0) { $0 + (watcher.range.contains($1.kv.key) ? 1 : 0) }
+                if matching == events.count {
+                    wholeRevision.append(watcher)
+                } else if matching > 0 {
+                    partial.append((watcher, events.filter { watcher.range.contains($0.kv.key) }))
                 }
-                for watcher in syncedRanges.values where watcher.range.contains(event.kv.key) { add(watcher, event) }
             }
-            for watcher in order {
-                deliverLive(watcher, matched[ObjectIdentifier(watcher)]!, revision: newRevision)
+            if events.count == 1 {
+                wholeRevision.append(contentsOf: syncedByKey[events[0].kv.key]?.values ?? [:].values)
+            } else {
+                var order: [Watcher] = []
+                var matched: [ObjectIdentifier: [Event]] = [:]
+                for event in events {
+                    for watcher in syncedByKey[event.kv.key]?.values ?? [:].values {
+                        let id = ObjectIdentifier(watcher)
+                        if matched[id] == nil { order.append(watcher) }
+                        matched[id, default: []].append(event)
+                    }
+                }
+                for watcher in order { partial.append((watcher, matched[ObjectIdentifier(watcher)]!)) }
             }
+            for watcher in wholeRevision { deliverLive(watcher, batch, revision: newRevision) }
+            for (watcher, subset) in partial { deliverLive(watcher, RevisionBatch(subset), revision: newRevision) }
             answerProgressRequests()
         }
     }
@@ -517,12 +532,18 @@ public final class WatchHub: @unchecked Sendable {
             && watcher.bufferedBytes <= configuration.maxBufferedBytesPerWatcher / 2
     }
 
-    private func deliverLive(_ watcher: Watcher, _ events: [Event], revision eventRevision: Revision) {
+    private func deliverLive(_ watcher: Watcher, _ batch: RevisionBatch, revision eventRevision: Revision) {
         // Already delivered from history (its snapshot was ahead of the published revision).
         guard eventRevision >= watcher.nextRevision else { return }
-        let shaped = watcher.shape(events)
+        let shaped: [Event]
+        let bytes: Int
+        if watcher.filters.isEmpty {
+            (shaped, bytes) = watcher.prevKv ? (batch.events, batch.bytes) : (batch.withoutPrevKv, batch.bytesWithoutPrevKv)
+        } else {
+            shaped = watcher.shape(batch.events)
+            bytes = shaped.reduce(0) { $0 + WatchEncodedSize.event($1) }
+        }
         if !shaped.isEmpty, watcher.bufferedEvents > 0 {
-            let bytes = shaped.reduce(0) { $0 + WatchEncodedSize.event($1) }
             if watcher.bufferedEvents + shaped.count > configuration.maxBufferedEventsPerWatcher
                 || watcher.bufferedBytes + bytes > configuration.maxBufferedBytesPerWatcher {
                 // Slow consumer: stop feeding it live; it reads this revision and what follows from history.
@@ -531,15 +552,22 @@ public final class WatchHub: @unchecked Sendable {
                 return
             }
         }
-        deliver(watcher, shaped, finalHeader: eventRevision)
+        deliver(watcher, shaped, finalHeader: eventRevision, bytes: bytes)
         watcher.nextRevision = eventRevision + 1
     }
 
     /// Queues `events` (already filtered) for `watcher`, split into responses at revision boundaries when they
     /// exceed `maxResponseBytes`, and within a revision only when the watcher asked for fragments.
-    private func deliver(_ watcher: Watcher, _ events: [Event], finalHeader: Revision) {
+    private func deliver(_ watcher: Watcher, _ events: [Event], finalHeader: Revision, bytes: Int? = nil) {
         guard !events.isEmpty else { return }
         watcher.sentEventsSinceTick = true
+        // One revision for a watcher that does not take fragments (the live case): ``split(_:watchID:fragment:
+        // maxBytes:)`` would make exactly this one response, whatever its size.
+        if let bytes, !watcher.fragment, events.first!.kv.modRevision == events.last!.kv.modRevision {
+            enqueue(WatchResponse(headerRevision: finalHeader, watchID: watcher.id, events: events), on: watcher.stream,
+                    for: watcher, bytes: bytes)
+            return
+        }
         var responses = Self.split(events, watchID: watcher.id, fragment: watcher.fragment,
                                    maxBytes: configuration.maxResponseBytes)
         // The last unit (a response, or the fragments of one revision) carries the final header.
@@ -605,9 +633,9 @@ public final class WatchHub: @unchecked Sendable {
     }
 
     private func enqueue(_ response: WatchResponse, on stream: StreamState, for watcher: Watcher?,
-                         control: Bool = false) {
+                         control: Bool = false, bytes knownBytes: Int? = nil) {
         guard !stream.closed else { return }
-        let bytes = response.events.reduce(0) { $0 + WatchEncodedSize.event($1) }
+        let bytes = knownBytes ?? response.events.reduce(0) { $0 + WatchEncodedSize.event($1) }
         if let watcher {
             watcher.bufferedEvents += response.events.count
             watcher.bufferedBytes += bytes
@@ -750,6 +778,22 @@ final class Watcher {
             result.append(event)
         }
         return result
+    }
+}
+
+/// One revision's events as published, with what watchers without filters get, computed at most once.
+final class RevisionBatch {
+    let events: [Event]
+    private(set) lazy var bytes = events.reduce(0) { $0 + WatchEncodedSize.event($1) }
+    private(set) lazy var withoutPrevKv: [Event] = events.map { event in
+        var event = event
+        event.prevKv = nil
+        return event
+    }
+    private(set) lazy var bytesWithoutPrevKv = withoutPrevKv.reduce(0) { $0 + WatchEncodedSize.event($1) }
+
+    init(_ events: [Event]) {
+        self.events = events
     }
 }
 
