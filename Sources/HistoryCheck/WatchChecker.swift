@@ -52,11 +52,15 @@ public struct WatchHistory: Sendable {
         public var startRevision: Revision
         /// Events in the order received, grouped by the watch response that carried them.
         public var responses: [[WatchEvent]]
+        /// The highest header revision of a progress response (no events) on this watch: etcd promises that no
+        /// later event undercuts it, so every write up to it must have been delivered. nil: none received.
+        public var progressRevision: Revision?
 
-        public init(startRevision: Revision, responses: [[WatchEvent]] = []) {
+        public init(startRevision: Revision, responses: [[WatchEvent]] = [], progressRevision: Revision? = nil) {
             precondition(startRevision > 0, "an effective start revision is positive")
             self.startRevision = startRevision
             self.responses = responses
+            self.progressRevision = progressRevision
         }
     }
 
@@ -84,7 +88,8 @@ public struct WatchHistory: Sendable {
 /// - each event is an acknowledged write with that revision, key, kind and value, or (when no acknowledged write
 ///   has that revision) a write of that key, kind and value whose outcome was unknown;
 /// - no gaps: every acknowledged write of a watched key with a revision from the first start revision up to the
-///   last revision the watcher saw was delivered;
+///   last revision delivered (or the highest progress revision, if higher) was delivered; resumptions are meant
+///   to be contiguous, so a resumption that starts late leaves a gap too;
 /// - `prev_kv`, when requested, is the key's value before the event: the latest known change of the key before the
 ///   event's revision (known = acknowledged, or seen by any watcher), or the value of an unknown-outcome write of
 ///   the key (which may have committed in between unseen).
@@ -143,6 +148,7 @@ public struct WatchChecker: Sendable {
         for watch in watches {
             var lastRevision: Revision?
             var seen: Set<Revision> = []
+            var coveredThrough: Revision = 0
             precondition(!watch.segments.isEmpty, "watch \(watch.name) has no segment")
             for (segmentIndex, segment) in watch.segments.enumerated() {
                 if segmentIndex > 0 {
@@ -152,6 +158,7 @@ public struct WatchChecker: Sendable {
                             + "\(segment.startRevision), not \(expected) (the revision after the last one seen)")
                     }
                 }
+                coveredThrough = max(coveredThrough, segment.progressRevision ?? 0)
                 for (responseIndex, response) in segment.responses.enumerated() {
                     var keysInRevision: Set<String> = []
                     for (eventIndex, event) in response.enumerated() {
@@ -198,7 +205,8 @@ public struct WatchChecker: Sendable {
                     }
                 }
             }
-            problems += gaps(in: watch, seen: seen, through: lastRevision, acknowledged: acknowledged)
+            coveredThrough = max(coveredThrough, lastRevision ?? 0)
+            problems += gaps(in: watch, seen: seen, through: coveredThrough, acknowledged: acknowledged)
         }
 
         // prev_kv needs every watcher's events first: an event seen by one watcher may be the previous value of
@@ -222,9 +230,9 @@ public struct WatchChecker: Sendable {
         return Report(problems: problems, eventsChecked: eventsChecked, watchersChecked: watches.count)
     }
 
-    private func gaps(in watch: WatchHistory, seen: Set<Revision>, through last: Revision?,
+    private func gaps(in watch: WatchHistory, seen: Set<Revision>, through last: Revision,
                       acknowledged: [Revision: (key: String, change: Change, operation: Operation)]) -> [String] {
-        guard let last, let first = watch.segments.first?.startRevision, first <= last else { return [] }
+        guard let first = watch.segments.first?.startRevision, first <= last else { return [] }
         var missing: [Revision] = []
         for (revision, write) in acknowledged
         where revision >= first && revision <= last && watch.keys.contains(write.key) && !seen.contains(revision) {
@@ -232,7 +240,7 @@ public struct WatchChecker: Sendable {
         }
         return missing.sorted().prefix(5).map { revision in
             "watch \(watch.name): gap: never delivered revision \(revision) (\(acknowledged[revision]!.operation)), "
-                + "though it saw revisions \(first) to \(last)"
+                + "though it covered revisions \(first) to \(last)"
         }
     }
 

@@ -84,6 +84,13 @@ import Testing
         ]), mentioning: "gap: never delivered revision 3")
     }
 
+    /// A progress response at revision 6 promises every event up to 6: revision 6 never came.
+    @Test func gapBelowAProgressRevision() {
+        Self.expectViolation(Self.check([.init(startRevision: 2, responses: [[Self.e2], [Self.e3], [Self.e4, Self.e5]],
+                                               progressRevision: 6)]),
+                             mentioning: "gap: never delivered revision 6")
+    }
+
     @Test func wrongPreviousValue() {
         var wrong = Self.e6
         wrong.previous = .value("2")
