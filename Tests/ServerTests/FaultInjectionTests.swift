@@ -14,6 +14,9 @@ import Glibc
 ///
 /// `FAULT_SEED=S` replays one schedule; `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
 /// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8).
+///
+/// `FAULT_STALE_READS=1` is the negative control: reads become serializable (served from a member's local state,
+/// which lags after a pause or a restart), and the run must find a linearizability violation in some schedule.
 final class FaultInjectionTests: XCTestCase {
     static let environment = ProcessInfo.processInfo.environment
     static let defaultSeeds: [UInt64] = [1, 2]
@@ -32,12 +35,18 @@ final class FaultInjectionTests: XCTestCase {
             seeds = Self.defaultSeeds
         }
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
+        let staleReads = Self.environment["FAULT_STALE_READS"] == "1"
         var totals = FaultRun.Figures()
         for seed in seeds {
-            let figures = try await FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000).run()
+            var run = FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000)
+            run.serializableReads = staleReads
+            let figures = try await run.run()
             totals.add(figures)
         }
-        print("fault injection: \(seeds.count) schedules: \(totals)")
+        print("fault injection\(staleReads ? " (serializable reads)" : ""): \(seeds.count) schedules: \(totals)")
+        if staleReads {
+            XCTAssertGreaterThan(totals.violations, 0, "serializable reads under faults were never caught as stale")
+        }
     }
 }
 
@@ -46,6 +55,8 @@ struct FaultRun {
     var seed: UInt64
     var workloadMilliseconds: Int
     var clientCount = 4
+    /// The negative control: violations are expected and counted, not failures.
+    var serializableReads = false
     var keys = (0..<5).map { "/fault/k\($0)" }
 
     struct Figures: CustomStringConvertible {
@@ -92,7 +103,10 @@ struct FaultRun {
             Watcher(name: "k0", keys: .key(keys[0]), previousValues: false, seed: seed &+ 202),
         ]
         let keys = self.keys
-        let workload = (0..<clientCount).map { WorkloadClient(id: $0, seed: seed, keys: keys, timeout: .seconds(1)) }
+        let serializableReads = self.serializableReads
+        let workload = (0..<clientCount).map {
+            WorkloadClient(id: $0, seed: seed, keys: keys, timeout: .seconds(1), serializableReads: serializableReads)
+        }
         let workloadMilliseconds = self.workloadMilliseconds
 
         let (watches, faultLog, hashes) = try await withThrowingTaskGroup(of: Void.self) { group in
@@ -135,11 +149,16 @@ struct FaultRun {
         figures.faults = faultLog.count
         print("  faults: \(faultLog.joined(separator: "; "))")
 
-        let report = LinearizabilityChecker().check(history)
+        // A violated history makes the search explore widely before it gives up: keep a failing run short.
+        let report = LinearizabilityChecker(stepBudgetPerKey: 300_000).check(history)
         print("  linearizability: \(report.verdict), \(report.operationsChecked) operations on \(report.keysChecked) keys, "
             + "\(report.searchSteps) search steps")
         if report.verdict == .violation { figures.violations += report.problems.count }
-        XCTAssertEqual(report.verdict, .linearizable, "seed=\(seed) replay: \(replay)\n\(report)", file: file, line: line)
+        if serializableReads {
+            if report.verdict == .violation { print("  (expected) stale reads caught:\n\(report.problems.prefix(2).joined(separator: "\n"))") }
+        } else {
+            XCTAssertEqual(report.verdict, .linearizable, "seed=\(seed) replay: \(replay)\n\(report)", file: file, line: line)
+        }
 
         let watchReport = WatchChecker().check(watches, against: history)
         figures.watchEvents = watchReport.eventsChecked

@@ -20,9 +20,15 @@ func monotonicNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 final class HistoryRecorder: @unchecked Sendable {
     private let lock = NSLock()
     private var history = History()
+    /// Times are kept relative to the recorder's creation, so that explanations read "at 4.2 s", not uptime.
+    private let origin = monotonicNanoseconds()
 
     func record(client: Int, _ call: Call, invokedAt: UInt64, completedAt: UInt64, _ outcome: Outcome) {
-        lock.withLock { _ = history.record(client: client, call, invokedAt: invokedAt, completedAt: completedAt, outcome) }
+        precondition(invokedAt >= origin, "an operation invoked before the recorder existed")
+        lock.withLock {
+            _ = history.record(client: client, call, invokedAt: invokedAt - origin, completedAt: completedAt - origin,
+                               outcome)
+        }
     }
 
     var snapshot: History { lock.withLock { history } }
@@ -31,7 +37,10 @@ final class HistoryRecorder: @unchecked Sendable {
 /// etcd KV calls for the operations the checker knows, with a deadline; any error is an unknown outcome, because
 /// a write may have been proposed before the error (a timeout, a lost connection, a leader change).
 enum KVCalls {
-    static func perform(_ call: Call, previousValue: Bool, on client: EtcdClient, timeout: Duration) async -> Outcome {
+    /// `serializableReads` answers gets from the member's local state (etcd's `serializable`): not linearizable,
+    /// which is how a run shows the checker catching stale reads from a real server.
+    static func perform(_ call: Call, previousValue: Bool, on client: EtcdClient, timeout: Duration,
+                        serializableReads: Bool = false) async -> Outcome {
         var options = CallOptions.defaults
         options.timeout = timeout
         let kv = Etcdserverpb_KV.Client(wrapping: client)
@@ -40,6 +49,7 @@ enum KVCalls {
             case .get(let key):
                 var request = Etcdserverpb_RangeRequest()
                 request.key = Data(key.utf8)
+                request.serializable = serializableReads
                 let response = try await kv.range(request, options: options)
                 let found = response.kvs.first
                 return .ok(.get(value: found.map { String(decoding: $0.value, as: UTF8.self) },
@@ -88,6 +98,7 @@ struct WorkloadClient: Sendable {
     var seed: UInt64
     var keys: [String]
     var timeout: Duration
+    var serializableReads = false
 
     func run(clients: [EtcdClient], recorder: HistoryRecorder, until deadline: UInt64) async {
         var random = SeededRandom(seed: seed ^ (UInt64(id + 1) &* 0xA24B_AED4_963E_E407))
@@ -108,7 +119,8 @@ struct WorkloadClient: Sendable {
             }
             let previousValue = Bool.random(using: &random)
             let invoked = monotonicNanoseconds()
-            let outcome = await KVCalls.perform(call, previousValue: previousValue, on: clients[member], timeout: timeout)
+            let outcome = await KVCalls.perform(call, previousValue: previousValue, on: clients[member], timeout: timeout,
+                                                serializableReads: serializableReads)
             recorder.record(client: id, call, invokedAt: invoked, completedAt: monotonicNanoseconds(), outcome)
             switch outcome {
             case .ok(.get(_, let modRevision, _)): lastModRevision[key] = modRevision
