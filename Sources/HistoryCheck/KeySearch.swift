@@ -47,8 +47,12 @@ struct KeySearch {
         var state = KeyState.initial
         var stack: [Frame] = []
         var seen: Set<Configuration> = []
-        // Where to resume trying candidates at the current depth: (operation, alternative).
-        var resume = (operation: 0, alternative: 0)
+        // The operations not yet placed, in invocation order and in deadline order, as dancing links: a step costs
+        // the concurrency window, not the history's length. Removals are undone in reverse order (a stack).
+        var remaining = LinkedSubset(order: Array(operations.indices))
+        var byDeadline = LinkedSubset(order: operations.indices.sorted { deadlines[$0] < deadlines[$1] })
+        // Where to resume trying candidates at the current depth: (operation, alternative); nil: from the start.
+        var resume: (operation: Int, alternative: Int)?
         var steps = 0
         var deepest: (frames: [Frame], state: KeyState) = ([], state)
 
@@ -59,13 +63,12 @@ struct KeySearch {
                               explanation: "key \(key): \(count) operations, gave up after \(stepBudget) search steps "
                                   + "with \(deepest.frames.count) linearized at best")
             }
-            let limit = earliestDeadline(excluding: linearized)
+            let limit = byDeadline.first.map { deadlines[$0] } ?? UInt64.max
             var placed = false
-            var index = resume.operation
-            var alternative = resume.alternative
-            while index < count && operations[index].invokedAtNanoseconds <= limit {
-                defer { index += 1; alternative = 0 }
-                if linearized.contains(index) { continue }
+            var candidate = resume?.operation ?? remaining.first
+            var alternative = resume?.alternative ?? 0
+            while let index = candidate, operations[index].invokedAtNanoseconds <= limit {
+                defer { candidate = remaining.after(index); alternative = 0 }
                 guard case .next(let successors) = state.apply(operations[index]) else { continue }
                 while alternative < successors.count {
                     let successor = successors[alternative]
@@ -80,10 +83,14 @@ struct KeySearch {
                     }
                     alternative += 1
                 }
-                if placed { break }
+                if placed {
+                    remaining.remove(index)
+                    byDeadline.remove(index)
+                    break
+                }
             }
             if placed {
-                resume = (0, 0)
+                resume = nil
                 if stack.count > deepest.frames.count { deepest = (stack, state) }
                 continue
             }
@@ -91,6 +98,8 @@ struct KeySearch {
                 return Result(verdict: .violation, steps: steps, explanation: explain(deepest))
             }
             linearized.remove(frame.operation)
+            remaining.restore(frame.operation)
+            byDeadline.restore(frame.operation)
             state = frame.previous
             resume = (frame.operation, frame.alternative + 1)
         }
@@ -131,6 +140,45 @@ struct KeySearch {
             lines.append("  (only operations invoked before op \(operations[blocking].id) completed can come next)")
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// A subset of 0..<n kept in a fixed order, with Knuth's dancing links: removing an element and restoring it (in
+/// reverse order of removal) are O(1), and iteration skips removed elements.
+struct LinkedSubset {
+    private var next: [Int]
+    private var previous: [Int]
+    /// The sentinel: `next[head]` is the first element, `previous[head]` the last.
+    private let head: Int
+
+    init(order: [Int]) {
+        head = order.count
+        next = Array(repeating: head, count: order.count + 1)
+        previous = Array(repeating: head, count: order.count + 1)
+        var last = head
+        for element in order {
+            precondition(element >= 0 && element < order.count, "elements are 0..<n")
+            next[last] = element
+            previous[element] = last
+            last = element
+        }
+        next[last] = head
+        previous[head] = last
+    }
+
+    var first: Int? { next[head] == head ? nil : next[head] }
+
+    func after(_ element: Int) -> Int? { next[element] == head ? nil : next[element] }
+
+    mutating func remove(_ element: Int) {
+        next[previous[element]] = next[element]
+        previous[next[element]] = previous[element]
+    }
+
+    /// Undoes `remove(element)`; valid only while every removal after it has been undone already.
+    mutating func restore(_ element: Int) {
+        next[previous[element]] = element
+        previous[next[element]] = element
     }
 }
 
