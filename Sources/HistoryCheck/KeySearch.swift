@@ -49,8 +49,12 @@ struct KeySearch {
         var seen: Set<Configuration> = []
         // The operations not yet placed, in invocation order and in deadline order, as dancing links: a step costs
         // the concurrency window, not the history's length. Removals are undone in reverse order (a stack).
-        var remaining = LinkedSubset(order: Array(operations.indices))
-        var byDeadline = LinkedSubset(order: operations.indices.sorted { deadlines[$0] < deadlines[$1] })
+        // Acknowledged operations are tried before unknown-outcome writes: those are optional (they may never have
+        // taken effect), and placing them only when needed keeps the search near a valid order.
+        let unknown = operations.map { $0.outcome == .unknown }
+        var remainingKnown = LinkedSubset(count: count, order: operations.indices.filter { !unknown[$0] })
+        var remainingUnknown = LinkedSubset(count: count, order: operations.indices.filter { unknown[$0] })
+        var byDeadline = LinkedSubset(count: count, order: operations.indices.sorted { deadlines[$0] < deadlines[$1] })
         // Where to resume trying candidates at the current depth: (operation, alternative); nil: from the start.
         var resume: (operation: Int, alternative: Int)?
         var steps = 0
@@ -65,29 +69,38 @@ struct KeySearch {
             }
             let limit = byDeadline.first.map { deadlines[$0] } ?? UInt64.max
             var placed = false
-            var candidate = resume?.operation ?? remaining.first
+            var candidate = resume?.operation ?? remainingKnown.first ?? remainingUnknown.first
             var alternative = resume?.alternative ?? 0
-            while let index = candidate, operations[index].invokedAtNanoseconds <= limit {
-                defer { candidate = remaining.after(index); alternative = 0 }
-                guard case .next(let successors) = state.apply(operations[index]) else { continue }
-                while alternative < successors.count {
-                    let successor = successors[alternative]
-                    var next = linearized
-                    next.insert(index)
-                    if seen.insert(Configuration(linearized: next, state: successor)).inserted {
-                        stack.append(Frame(operation: index, alternative: alternative, previous: state))
-                        linearized = next
-                        state = successor
-                        placed = true
-                        break
+            while let index = candidate {
+                if operations[index].invokedAtNanoseconds > limit {
+                    // The rest of this list is invoked later still: go on with the unknown-outcome writes, or stop.
+                    candidate = unknown[index] ? nil : remainingUnknown.first
+                    alternative = 0
+                    continue
+                }
+                if case .next(let successors) = state.apply(operations[index]) {
+                    while alternative < successors.count {
+                        let successor = successors[alternative]
+                        var next = linearized
+                        next.insert(index)
+                        if seen.insert(Configuration(linearized: next, state: successor)).inserted {
+                            stack.append(Frame(operation: index, alternative: alternative, previous: state))
+                            linearized = next
+                            state = successor
+                            placed = true
+                            break
+                        }
+                        alternative += 1
                     }
-                    alternative += 1
                 }
                 if placed {
-                    remaining.remove(index)
+                    if unknown[index] { remainingUnknown.remove(index) } else { remainingKnown.remove(index) }
                     byDeadline.remove(index)
                     break
                 }
+                candidate = unknown[index]
+                    ? remainingUnknown.after(index) : (remainingKnown.after(index) ?? remainingUnknown.first)
+                alternative = 0
             }
             if placed {
                 resume = nil
@@ -98,7 +111,11 @@ struct KeySearch {
                 return Result(verdict: .violation, steps: steps, explanation: explain(deepest))
             }
             linearized.remove(frame.operation)
-            remaining.restore(frame.operation)
+            if unknown[frame.operation] {
+                remainingUnknown.restore(frame.operation)
+            } else {
+                remainingKnown.restore(frame.operation)
+            }
             byDeadline.restore(frame.operation)
             state = frame.previous
             resume = (frame.operation, frame.alternative + 1)
@@ -143,7 +160,7 @@ struct KeySearch {
     }
 }
 
-/// A subset of 0..<n kept in a fixed order, with Knuth's dancing links: removing an element and restoring it (in
+/// Some of 0..<count kept in a fixed order, with Knuth's dancing links: removing an element and restoring it (in
 /// reverse order of removal) are O(1), and iteration skips removed elements.
 struct LinkedSubset {
     private var next: [Int]
@@ -151,13 +168,13 @@ struct LinkedSubset {
     /// The sentinel: `next[head]` is the first element, `previous[head]` the last.
     private let head: Int
 
-    init(order: [Int]) {
-        head = order.count
-        next = Array(repeating: head, count: order.count + 1)
-        previous = Array(repeating: head, count: order.count + 1)
+    init(count: Int, order: [Int]) {
+        head = count
+        next = Array(repeating: head, count: count + 1)
+        previous = Array(repeating: head, count: count + 1)
         var last = head
         for element in order {
-            precondition(element >= 0 && element < order.count, "elements are 0..<n")
+            precondition(element >= 0 && element < count, "elements are 0..<count")
             next[last] = element
             previous[element] = last
             last = element

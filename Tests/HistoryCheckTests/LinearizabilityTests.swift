@@ -67,6 +67,30 @@ import Testing
         #expect(report.operationsChecked == 5, "the failed put is not checked")
     }
 
+    /// A whole-cluster outage: every client's writes end unknown at once, all concurrent with everything after.
+    /// Sixteen of them were never seen; the search must not have to try their subsets and orders.
+    @Test func manyUnknownWritesAfterAnOutageStaySmall() {
+        var h = HistoryBuilder()
+        h.put(1, "x", "a", 0...10, revision: 2)
+        for client in 0..<16 { h.put(client, "x", "lost\(client)", 20...30, .unknown) }
+        h.put(20, "x", "seen", 20...30, .unknown)
+        h.get(1, "x", 40...50, value: "a", modRevision: 2, at: 2)
+        h.get(1, "x", 60...70, value: "seen", modRevision: 9, at: 9)
+        h.delete(2, "x", 80...90, deleted: 1, revision: 12)
+        let report = h.check(stepBudgetPerKey: 2_000)
+        #expect(report.verdict == .linearizable, "\(report)")
+    }
+
+    /// An unknown-outcome put nobody read is still the only explanation of a delete that deleted something.
+    @Test func unseenUnknownWriteExplainsADeleteCount() {
+        var h = HistoryBuilder()
+        h.put(1, "x", "unseen", 0...10, .unknown)
+        h.delete(2, "x", 20...30, deleted: 1, revision: 3)
+        h.get(2, "x", 40...50, value: nil, modRevision: 0, at: 3)
+        let report = h.check()
+        #expect(report.verdict == .linearizable, "\(report)")
+    }
+
     @Test func compareAndPutRaces() {
         var h = HistoryBuilder()
         h.compareAndPut(1, "x", ifModRevision: 0, "created", 0...10, succeeded: true, revision: 2)
