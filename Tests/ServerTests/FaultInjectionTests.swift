@@ -12,7 +12,7 @@ import Glibc
 /// frozen (SIGSTOP) and thawed, on a seeded schedule. Afterwards: the history is linearizable, the watch streams
 /// are ordered, complete and correct, and every member has the same HashKV at the same revision.
 ///
-/// `FAULT_SEED=S` replays one schedule; `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
+/// `FAULT_SEED=S` replays one schedule (`FAULT_SEED=3,7` several); `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
 /// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8).
 ///
 /// `FAULT_STALE_READS=1` is the negative control: reads become serializable (served from a member's local state,
@@ -27,8 +27,9 @@ final class FaultInjectionTests: XCTestCase {
 
     func testLinearizableUnderCrashesAndPauses() async throws {
         let seeds: [UInt64]
-        if let one = Self.environment["FAULT_SEED"].flatMap(UInt64.init) {
-            seeds = [one]
+        if let listed = Self.environment["FAULT_SEED"]?.split(separator: ",").compactMap({ UInt64($0) }),
+           !listed.isEmpty {
+            seeds = listed
         } else if let soak = Self.environment["FAULT_SOAK"].flatMap(UInt64.init), soak > 0 {
             seeds = Array(1...soak)
         } else {
@@ -261,6 +262,21 @@ final class ClusterControl: @unchecked Sendable {
                 try? await Task.sleep(for: .milliseconds(pausedFor))
                 lock.withLock { cluster.resume(target.index); paused.remove(target.index) }
                 log.append("at \(at) ms SIGSTOP \(target.name) for \(pausedFor) ms")
+            case .killAll(let down):
+                let members = lock.withLock { () -> Range<Int> in
+                    let all = cluster.members.indices
+                    for index in all { cluster.kill(index); killed.insert(index) }
+                    return all
+                }
+                try? await Task.sleep(for: .milliseconds(down))
+                let failed = lock.withLock { () -> [Int] in
+                    members.filter { index in
+                        killed.remove(index)
+                        return (try? cluster.start(index)) == nil
+                    }
+                }
+                log.append("at \(at) ms kill -9 every member, restarted after \(down) ms"
+                    + (failed.isEmpty ? "" : " (restart FAILED for \(failed))"))
             }
         }
         return log

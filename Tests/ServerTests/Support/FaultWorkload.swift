@@ -128,8 +128,9 @@ struct WorkloadClient: Sendable {
             case .ok(.delete(let deleted, _)) where deleted > 0: lastModRevision[key] = 0
             case .ok(.compareAndPut(true, let revision)): lastModRevision[key] = revision
             case .unknown:
-                // The member is likely down or frozen: do not spin on it.
-                try? await Task.sleep(for: .milliseconds(50))
+                // The member is likely down or frozen: do not spin on it. Each unknown write is also one more
+                // operation the checker may have to place anywhere after its invocation.
+                try? await Task.sleep(for: .milliseconds(150))
             default: break
             }
         }
@@ -293,6 +294,9 @@ struct FaultSchedule: CustomStringConvertible {
         case kill(member: Int?, downMilliseconds: Int)
         /// SIGSTOP a member (the leader when `member` is nil), SIGCONT it after `pausedMilliseconds`.
         case pause(member: Int?, pausedMilliseconds: Int)
+        /// SIGKILL every member at once, restart them all after `downMilliseconds`: acknowledged writes must have
+        /// been durable on a quorum.
+        case killAll(downMilliseconds: Int)
 
         var description: String {
             switch self {
@@ -300,6 +304,8 @@ struct FaultSchedule: CustomStringConvertible {
                 "kill -9 \(member.map { "member \($0)" } ?? "the leader"), restart after \(down) ms"
             case .pause(let member, let paused):
                 "SIGSTOP \(member.map { "member \($0)" } ?? "the leader"), SIGCONT after \(paused) ms"
+            case .killAll(let down):
+                "kill -9 every member, restart after \(down) ms"
             }
         }
     }
@@ -314,8 +320,12 @@ struct FaultSchedule: CustomStringConvertible {
         while at < durationMilliseconds - 1_500 && faults.count < 50 {
             let member: Int? = Bool.random(using: &random) ? nil : Int.random(in: 0..<members, using: &random)
             let length = Int.random(in: 300...2_000, using: &random)
-            let fault: Fault = Int.random(in: 0..<100, using: &random) < 60
-                ? .kill(member: member, downMilliseconds: length) : .pause(member: member, pausedMilliseconds: length)
+            let fault: Fault
+            switch Int.random(in: 0..<100, using: &random) {
+            case 0..<50: fault = .kill(member: member, downMilliseconds: length)
+            case 50..<85: fault = .pause(member: member, pausedMilliseconds: length)
+            default: fault = .killAll(downMilliseconds: length)
+            }
             faults.append((at, fault))
             at += length + Int.random(in: 700...2_000, using: &random)
         }
