@@ -137,9 +137,14 @@ struct KeySearch {
         for frame in deepest.frames { linearized.insert(frame.operation) }
         var lines = ["key \(key): not linearizable (\(operations.count) operations; the longest linearizable "
             + "prefix has \(deepest.frames.count))"]
-        let shown = deepest.frames.suffix(6)
+        // Unknown-outcome writes the search placed on its way say little about the contradiction: show the
+        // acknowledged operations, and how many unknown writes are among them.
+        let acknowledged = deepest.frames.filter { operations[$0.operation].outcome != .unknown }
+        let shown = acknowledged.suffix(6)
         if !shown.isEmpty {
-            lines.append("  end of the longest prefix (in linearization order):")
+            let placedUnknown = deepest.frames.count - acknowledged.count
+            lines.append("  end of the longest prefix (acknowledged operations, in linearization order"
+                + (placedUnknown > 0 ? "; \(placedUnknown) unknown-outcome writes placed among all of them):" : "):"))
             for frame in shown { lines.append("    \(operations[frame.operation])") }
         }
         lines.append("  the key is then \(deepest.state); no operation can come next:")
