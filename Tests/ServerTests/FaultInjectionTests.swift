@@ -118,9 +118,8 @@ struct FaultRun {
                 for client in clients { client.beginGracefulShutdown() }
             }
 
-            let watchTasks = watchers.map { watcher in
-                Task { await watcher.run(clients: clients, stop: stop) }
-            }
+            async let allKeysWatch = watchers[0].run(clients: clients, stop: stop)
+            async let singleKeyWatch = watchers[1].run(clients: clients, stop: stop)
             let start = monotonicNanoseconds()
             let deadline = start + UInt64(workloadMilliseconds) * 1_000_000
             async let faults = control.inject(schedule, startedAt: start, clients: clients)
@@ -136,8 +135,7 @@ struct FaultRun {
             // Final reads: an acknowledged write missing here is lost. They join the history, so the checker decides.
             let finalRevision = await Self.finalReads(keys: keys, clients: clients, recorder: recorder)
             stop.set(target: finalRevision, hardDeadline: monotonicNanoseconds() + 15_000_000_000)
-            var watches: [WatchHistory] = []
-            for task in watchTasks { watches.append(await task.value) }
+            let watches = [await allKeysWatch, await singleKeyWatch]
             let hashes = await Self.hashes(at: finalRevision, clients: clients)
             return (watches, faultLog, hashes)
         }

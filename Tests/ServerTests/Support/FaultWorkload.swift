@@ -188,7 +188,7 @@ struct Watcher: Sendable {
         while attempts < 1_000 {
             attempts += 1
             let (covered, last) = state.lock.withLock { (state.coveredThrough, state.lastRevision) }
-            if stop.shouldStop(coveredThrough: covered) { break }
+            if stop.shouldStop(coveredThrough: covered) || Task.isCancelled { break }
             let start = last.map { $0 + 1 } ?? state.lock.withLock { state.segments.last?.startRevision ?? 1 }
             state.lock.withLock {
                 state.segments.append(WatchHistory.Segment(startRevision: start))
