@@ -133,7 +133,9 @@ struct FaultRun {
             try cluster.waitHealthy()
 
             // Final reads: an acknowledged write missing here is lost. They join the history, so the checker decides.
-            let finalRevision = await Self.finalReads(keys: keys, clients: clients, recorder: recorder)
+            let (finalRevision, unanswered) = await Self.finalReads(keys: keys, clients: clients, recorder: recorder)
+            // Without a final read of a key, a lost write of it could go unnoticed.
+            XCTAssertEqual(unanswered, [], "seed=\(seed): no final read answered for these keys", file: file, line: line)
             stop.set(target: finalRevision, hardDeadline: monotonicNanoseconds() + 15_000_000_000)
             let watches = [await allKeysWatch, await singleKeyWatch]
             let hashes = await Self.hashes(at: finalRevision, clients: clients)
@@ -189,10 +191,13 @@ struct FaultRun {
     }
 
     /// A linearizable read of every key, retried until each is answered (bounded), recorded in the history.
-    /// Returns the highest revision they were served at.
-    static func finalReads(keys: [String], clients: [EtcdClient], recorder: HistoryRecorder) async -> Revision {
+    /// Returns the highest revision they were served at, and the keys no read answered.
+    static func finalReads(keys: [String], clients: [EtcdClient], recorder: HistoryRecorder) async
+        -> (revision: Revision, unanswered: [String]) {
         var highest: Revision = 0
+        var unanswered: [String] = []
         for key in keys {
+            unanswered.append(key)
             for attempt in 0..<50 {
                 let invoked = monotonicNanoseconds()
                 let outcome = await KVCalls.perform(.get(key: key), previousValue: false,
@@ -201,12 +206,13 @@ struct FaultRun {
                                 outcome)
                 if case .ok(let reply) = outcome {
                     highest = max(highest, reply.revision)
+                    unanswered.removeLast()
                     break
                 }
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
-        return highest
+        return (highest, unanswered)
     }
 
     /// Each member's HashKV at `revision`, retried while the member has not applied that far (bounded).
