@@ -13,7 +13,8 @@ import Glibc
 /// are ordered, complete and correct, and every member has the same HashKV at the same revision.
 ///
 /// `FAULT_SEED=S` replays one schedule (`FAULT_SEED=3,7` several); `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
-/// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8).
+/// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8), `FAULT_CLIENTS=C` the number of
+/// concurrent clients (default 4).
 ///
 /// `FAULT_STALE_READS=1` is the negative control: reads become serializable (served from a member's local state,
 /// which lags after a pause or a restart), and the run must find a linearizability violation in some schedule.
@@ -41,6 +42,7 @@ final class FaultInjectionTests: XCTestCase {
         for seed in seeds {
             var run = FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000)
             run.serializableReads = staleReads
+            run.clientCount = Self.environment["FAULT_CLIENTS"].flatMap(Int.init) ?? run.clientCount
             let figures = try await run.run()
             totals.add(figures)
         }
