@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "RaftKV", targets: ["RaftKV"]),
         .library(name: "ClusterObjects", targets: ["ClusterObjects"]),
+        .library(name: "HistoryCheck", targets: ["HistoryCheck"]),
         .executable(name: "kvserver", targets: ["KVServer"]),
         .executable(name: "etcdctl", targets: ["etcdctl"]),
         .executable(name: "raftbench", targets: ["RaftBench"]),
@@ -63,6 +64,8 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Linearizability and watch checkers for client-observed histories (pure Swift, no dependencies).
+        .target(name: "HistoryCheck"),
         .executableTarget(
             name: "KVServer",
             dependencies: [
@@ -104,6 +107,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
+        .testTarget(name: "HistoryCheckTests", dependencies: ["HistoryCheck"]),
         // Object tests: the embedded store, and one real kvserver process (built beside the test bundle).
         .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects", "RaftKV"]),
         // Server tests: units of the kvserver target, and real kvserver processes driven by the real etcdctl.
@@ -114,6 +118,7 @@ let package = Package(
                 "RaftKV",
                 "ClusterObjects",
                 "EtcdAPI",
+                "HistoryCheck",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -121,6 +121,19 @@ final class TestCluster {
         members[index].process = nil
     }
 
+    /// Freezes a member (SIGSTOP): its sockets stay open but it answers nothing, as a process stuck in a long GC
+    /// pause or a VM freeze would.
+    func pause(_ index: Int) {
+        guard let process = members[index].process else { return }
+        Glibc.kill(process.processIdentifier, SIGSTOP)
+    }
+
+    /// Lets a paused member run again (SIGCONT); harmless on a running one.
+    func resume(_ index: Int) {
+        guard let process = members[index].process else { return }
+        Glibc.kill(process.processIdentifier, SIGCONT)
+    }
+
     private static func terminate(_ process: Process) {
         guard process.isRunning else { return }
         Glibc.kill(process.processIdentifier, SIGKILL)
