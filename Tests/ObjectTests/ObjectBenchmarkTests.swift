@@ -40,7 +40,7 @@ import Testing
                 for worker in 0..<clients {
                     group.addTask {
                         for index in stride(from: worker, to: count, by: clients) {
-                            _ = try await pods.guaranteedUpdate(String(format: "pod-%05d", index), namespace: "bench") {
+                            _ = try await pods.guaranteedUpdateStatus(String(format: "pod-%05d", index), namespace: "bench") {
                                 $0.status = PodStatus(phase: "Running", podIP: "10.0.\(index / 256).\(index % 256)")
                             }
                         }

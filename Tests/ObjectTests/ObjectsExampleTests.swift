@@ -30,7 +30,7 @@ func clusterObjectsExample(directory: URL) async throws -> [String] {
     do {
         var stale = pod
         stale.status = PodStatus(phase: "Running")
-        _ = try await objects.pods.update(stale)
+        _ = try await objects.pods.updateStatus(stale)  // the kubelet's write, from a stale read
     } catch let error as ObjectError {
         conflict = error.message  // Operation cannot be fulfilled on pods "web-0": the object has been modified; …
     }

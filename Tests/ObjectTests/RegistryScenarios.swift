@@ -56,10 +56,24 @@ enum RegistryScenarios {
         let afterSpec = try await objects.pods.update(respecced)
         #expect(afterSpec.metadata.generation == 2)
 
+        // The status subresource: status changes through update are not written, through updateStatus only
+        // the status is; neither bumps the generation.
         var restatused = afterSpec
         restatused.status = PodStatus(phase: "Running", podIP: "10.0.0.5")
-        let afterStatus = try await objects.pods.update(restatused)
+        let ignored = try await objects.pods.update(restatused)
+        #expect(ignored.status == afterSpec.status && ignored.metadata.resourceVersion == afterSpec.metadata.resourceVersion)
+        restatused.spec.containers[0].image = "nginx:ignored"
+        let afterStatus = try await objects.pods.updateStatus(restatused)
         #expect(afterStatus.metadata.generation == 2)
+        #expect(afterStatus.status?.podIP == "10.0.0.5")
+        #expect(afterStatus.spec.containers[0].image == "nginx:1.27", "updateStatus writes nothing but the status")
+        #expect(try await objects.pods.get("web-0", namespace: "crud") == afterStatus)
+        await expectObjectError("Operation cannot be fulfilled on pods \"web-0\": the object has been modified; please apply your changes to the latest version and try again", code: 409) {
+            _ = try await objects.pods.updateStatus(afterSpec)
+        }
+        await expectObjectError("secrets/status \"\" not found", code: 404) {
+            _ = try await objects.secrets.updateStatus(Secret(metadata: ObjectMeta(name: "s", namespace: "crud")))
+        }
 
         // An update from a stale read: Kubernetes' Conflict.
         await expectObjectError("Operation cannot be fulfilled on pods \"web-0\": the object has been modified; please apply your changes to the latest version and try again", code: 409) {
@@ -162,6 +176,10 @@ enum RegistryScenarios {
         pod.metadata.labels = ["app": "legacy"]
         let updated = try await objects.pods.update(pod)
         #expect(updated.metadata.generation == 2)
+        #expect(updated.status?.phase == "Pending", "update keeps the stored status")
+        var running = updated
+        running.status?.phase = "Running"
+        _ = try await objects.pods.updateStatus(running)
 
         let kv = try #require(try await objects.backend.range(RangeRequest(key: u8("/registry/pods/unknown/legacy"))).kvs.first)
         let json = try JSONValue(parsing: kv.value)
@@ -179,7 +197,7 @@ enum RegistryScenarios {
         // Clearing a known field removes it (it is not "unknown").
         var cleared = try await objects.pods.get("legacy", namespace: "unknown")
         cleared.status = nil
-        _ = try await objects.pods.update(cleared)
+        _ = try await objects.pods.updateStatus(cleared)
         let after = try JSONValue(parsing: try #require(try await objects.backend.range(RangeRequest(key: u8("/registry/pods/unknown/legacy"))).kvs.first).value)
         #expect(after["status"]?["phase"] == nil)
         #expect(after["status"]?["qosClass"] == .string("BestEffort"))
@@ -372,7 +390,7 @@ enum RegistryScenarios {
         let selective = try await objects.pods.watch(namespace: "watch", WatchOptions(resourceVersion: String(from), labelSelector: "app=web"))
 
         let a = try await objects.pods.create(makePod("a", namespace: "watch", labels: ["app": "web"]))
-        let a2 = try await objects.pods.guaranteedUpdate("a", namespace: "watch") { $0.status = PodStatus(phase: "Running") }
+        let a2 = try await objects.pods.guaranteedUpdateStatus("a", namespace: "watch") { $0.status = PodStatus(phase: "Running") }
         let a3 = try await objects.pods.guaranteedUpdate("a", namespace: "watch") { $0.metadata.labels = ["app": "db"] }
         let deleted = try await objects.pods.delete("a", namespace: "watch")
         // Another namespace's pods share the resource prefix but not the watch's.

@@ -140,11 +140,48 @@ public struct Registry<Object: KubeObject>: Sendable {
     /// Writes `object` if the stored one still has `object.metadata.resourceVersion`; Conflict otherwise.
     /// Without a resourceVersion the update is unconditional (retried against whatever is stored).
     /// uid, creationTimestamp and deletionTimestamp are kept from the stored object; generation is bumped
-    /// when anything but metadata and status changed. An update that changes nothing writes nothing.
+    /// when anything but metadata and status changed. An update that changes nothing writes nothing. For types
+    /// with a status subresource the stored status is kept (see ``updateStatus(_:)``).
     public func update(_ object: Object) async throws -> Object {
+        try await update(object, part: .main)
+    }
+
+    /// Kubernetes' status subresource (`PUT …/status`): writes `object.status` over the stored object, keeping
+    /// everything else as stored, with the same optimistic concurrency as ``update(_:)``.
+    public func updateStatus(_ object: Object) async throws -> Object {
+        try await update(object, part: .status)
+    }
+
+    /// Reads the object, lets `transform` change it, and writes it back guarded by the revision read; when
+    /// another writer got there first, reads again and re-applies `transform` (at most ``maxAttempts`` times).
+    /// This is the heart of every controller's read-modify-write: no update is lost. For types with a status
+    /// subresource, changes `transform` makes to the status are not written (see ``guaranteedUpdateStatus``).
+    public func guaranteedUpdate(_ name: String, namespace: String? = nil, preconditions: Preconditions = Preconditions(),
+                                 _ transform: (inout Object) throws -> Void) async throws -> Object {
+        try await guaranteedUpdate(name, namespace: namespace, preconditions: preconditions, part: .main, transform)
+    }
+
+    /// ``guaranteedUpdate(_:namespace:preconditions:_:)`` of the status subresource: only the status `transform`
+    /// sets is written (what a kubelet or a controller's status loop does).
+    public func guaranteedUpdateStatus(_ name: String, namespace: String? = nil,
+                                       preconditions: Preconditions = Preconditions(),
+                                       _ transform: (inout Object) throws -> Void) async throws -> Object {
+        try await guaranteedUpdate(name, namespace: namespace, preconditions: preconditions, part: .status, transform)
+    }
+
+    /// Which part of an object an update writes.
+    enum UpdatedPart {
+        /// Everything but the status, for types with a status subresource; everything otherwise.
+        case main
+        /// Only the status.
+        case status
+    }
+
+    private func update(_ object: Object, part: UpdatedPart) async throws -> Object {
+        try Self.checkSubresource(part)
         let name = object.name
         guard let expected = object.metadata.resourceVersion, !expected.isEmpty else {
-            return try await guaranteedUpdate(name, namespace: object.namespace) { current in
+            return try await guaranteedUpdate(name, namespace: object.namespace, part: part) { current in
                 var replacement = object
                 replacement.metadata.resourceVersion = current.metadata.resourceVersion
                 current = replacement
@@ -158,17 +195,15 @@ public struct Registry<Object: KubeObject>: Sendable {
         }
         let (kv, current, stale) = found
         guard kv.modRevision == expectedRevision,
-              let written = try await commit(object, over: kv, current: current, forceWrite: stale) else {
+              let written = try await commit(object, over: kv, current: current, part: part, forceWrite: stale) else {
             throw ObjectError.conflict(Object.qualifiedResource, name)
         }
         return written
     }
 
-    /// Reads the object, lets `transform` change it, and writes it back guarded by the revision read; when
-    /// another writer got there first, reads again and re-applies `transform` (at most ``maxAttempts`` times).
-    /// This is the heart of every controller's read-modify-write: no update is lost.
-    public func guaranteedUpdate(_ name: String, namespace: String? = nil, preconditions: Preconditions = Preconditions(),
-                                 _ transform: (inout Object) throws -> Void) async throws -> Object {
+    private func guaranteedUpdate(_ name: String, namespace: String?, preconditions: Preconditions = Preconditions(),
+                                  part: UpdatedPart, _ transform: (inout Object) throws -> Void) async throws -> Object {
+        try Self.checkSubresource(part)
         for _ in 0..<maxAttempts {
             guard let found = try await read(name, namespace: namespace) else {
                 throw ObjectError.notFound(Object.qualifiedResource, name)
@@ -178,17 +213,43 @@ public struct Registry<Object: KubeObject>: Sendable {
             var updated = current
             try transform(&updated)
             updated.metadata.resourceVersion = current.metadata.resourceVersion
-            if let written = try await commit(updated, over: kv, current: current, forceWrite: stale) {
+            if let written = try await commit(updated, over: kv, current: current, part: part, forceWrite: stale) {
                 return written
             }
         }
         throw ObjectError.conflict(Object.qualifiedResource, name)
     }
 
+    private static func checkSubresource(_ part: UpdatedPart) throws {
+        if part == .status && !Object.hasStatusSubresource {
+            throw ObjectError.notFound(Object.qualifiedResource + "/status", "")
+        }
+    }
+
+    /// The object an update of `part` writes: the proposed one with the stored status (main), or the stored one
+    /// with the proposed status (status). Done on the JSON form, which every type has.
+    static func combine(_ proposed: Object, over current: Object, part: UpdatedPart) throws -> Object {
+        guard Object.hasStatusSubresource else { return proposed }
+        let proposedJSON = try JSONValue(encoding: proposed)
+        let currentJSON = try JSONValue(encoding: current)
+        var combined: JSONValue
+        switch part {
+        case .main:
+            combined = proposedJSON
+            combined["status"] = currentJSON["status"]
+        case .status:
+            combined = currentJSON
+            combined["status"] = proposedJSON["status"]
+            combined["metadata"]?["resourceVersion"] = proposedJSON["metadata"]?["resourceVersion"]
+        }
+        return try combined.decode(as: Object.self)
+    }
+
     /// Writes `proposed` over the stored `kv` (decoded as `current`) if the key is still at kv's revision.
     /// Returns nil when it is not (the caller reports Conflict or retries).
-    func commit(_ proposed: Object, over kv: KeyValue, current: Object, forceWrite: Bool = false) async throws -> Object? {
-        var object = proposed
+    func commit(_ proposed: Object, over kv: KeyValue, current: Object, part: UpdatedPart = .main,
+                forceWrite: Bool = false) async throws -> Object? {
+        var object = try Self.combine(proposed, over: current, part: part)
         let name = current.name
         if object.name != name || (Object.storage.isNamespaced && object.namespace != current.namespace) {
             throw ObjectError.badRequest("the name of the object (\(object.name)) does not match the name on the URL (\(name))")

@@ -10,6 +10,7 @@ public struct Namespace: KubeObject {
     public static let kind = "Namespace"
     public static let storage = ResourceKind.namespaces
     public static let resourceName = "namespaces"
+    public static let hasStatusSubresource = true
     public static let selectableFields = ["status.phase"]
 
     public var apiVersion: String = Namespace.apiVersion
@@ -45,6 +46,7 @@ public struct Node: KubeObject {
     public static let kind = "Node"
     public static let storage = ResourceKind.nodes
     public static let resourceName = "nodes"
+    public static let hasStatusSubresource = true
     public static let selectableFields = ["spec.unschedulable"]
 
     public var apiVersion: String = Node.apiVersion
@@ -148,6 +150,7 @@ public struct Pod: KubeObject {
     public static let kind = "Pod"
     public static let storage = ResourceKind.pods
     public static let resourceName = "pods"
+    public static let hasStatusSubresource = true
     public static let selectableFields = ["spec.nodeName", "spec.schedulerName", "spec.serviceAccountName",
                                           "spec.restartPolicy", "status.phase", "status.podIP"]
 

@@ -9,6 +9,7 @@ public struct ReplicaSet: KubeObject {
     public static let kind = "ReplicaSet"
     public static let storage = ResourceKind.replicaSets
     public static let resourceName = "replicasets"
+    public static let hasStatusSubresource = true
     public static let selectableFields = ["status.replicas"]
 
     public var apiVersion: String = ReplicaSet.apiVersion

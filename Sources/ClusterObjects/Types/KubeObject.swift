@@ -10,6 +10,10 @@ public protocol KubeObject: Codable, Sendable, Hashable {
     static var resourceName: String { get }
     /// Field selector labels beyond `metadata.name` and `metadata.namespace` (as the API's field label conversion).
     static var selectableFields: [String] { get }
+    /// True for types with a `status` subresource (Pod, Node, Namespace, ReplicaSet): updates of the object keep
+    /// the stored status, and only ``Registry/updateStatus(_:)`` changes it — as kube-apiserver's strategies do,
+    /// so that a controller writing spec and a kubelet writing status never undo each other's work.
+    static var hasStatusSubresource: Bool { get }
 
     var apiVersion: String { get set }
     var kind: String { get set }
@@ -25,6 +29,7 @@ public protocol KubeObject: Codable, Sendable, Hashable {
 
 extension KubeObject {
     public static var selectableFields: [String] { [] }
+    public static var hasStatusSubresource: Bool { false }
     public func selectableField(_ name: String) -> String? { nil }
     public func validate() -> [FieldError] { [] }
     public mutating func normalizeForStorage() {}
