@@ -193,6 +193,8 @@ sys.exit(0 if len(revisions) == 1 else 1)'; then return 0; fi
 run_system() {
   local name=$1 binary=$2 leader
   mkdir -p "$results/$name" "$work/$name"
+  # Other work on the machine shows up in every figure; the docs say how busy it was.
+  echo "load_average_1min=$(cut -d' ' -f1 /proc/loadavg)" >>"$results/$name/metrics.env"
   echo "== $name: three members, heartbeat $HEARTBEAT ms, election $ELECTION ms, snapshot-count $SNAPSHOT_COUNT"
   start_cluster "$name" "$binary"
   member_metrics "$name" idle
