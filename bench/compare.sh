@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+started_at=$(date -u '+%Y-%m-%d %H:%M')
 KEYS=${KEYS:-1000000}
 VALUE_BYTES=${VALUE_BYTES:-256}
 TOTAL=${TOTAL:-20000}
@@ -268,7 +269,7 @@ command_line="KEYS=$KEYS VALUE_BYTES=$VALUE_BYTES TOTAL=$TOTAL TOTAL_ONE=$TOTAL_
 /usr/bin/python3 bench/report.py --results "$results" --docs "$DOCS" \
   --command "$command_line" \
   --machine "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory, $(uname -sr)" \
-  --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  --date "$started_at–$(date -u '+%H:%M UTC')" \
   --etcd-version "$("$ETCD" --version | head -n1 | awk '{print $3}')" \
   --kvserver-version "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources || echo '+local changes')"
 echo "== wrote $DOCS/benchmarks.md and $DOCS/benchmarks/*.png"
