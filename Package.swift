@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "kvserver", targets: ["KVServer"]),
         .executable(name: "etcdctl", targets: ["etcdctl"]),
         .executable(name: "raftbench", targets: ["RaftBench"]),
+        .executable(name: "kvbench", targets: ["KVBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
@@ -28,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        // Latency histograms of kvbench (HdrHistogram: fixed memory, exact percentiles to 3 significant digits).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
     targets: [
         // The system libsqlite3 (Debian: libsqlite3-dev).
@@ -104,6 +107,18 @@ let package = Package(
                 "RaftKV",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // etcd's `benchmark` tool over the v3 gRPC API: drives real etcd and kvserver alike (bench/compare.sh).
+        .executableTarget(
+            name: "KVBench",
+            dependencies: [
+                "EtcdAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
