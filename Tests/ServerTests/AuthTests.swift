@@ -92,6 +92,19 @@ final class AuthTests: XCTestCase {
                           "\(arguments): \(output.stderr)")
         }
         assertSucceeds(try cluster.etcdctl(["--user", "root:rootpw", "endpoint", "hashkv", "--cluster"]), "root hashkv")
+
+        // Leases: a signed-in user may grant and list; the keys of a lease are shown only to who may read them all.
+        let grant = try etcdctl("lease", "grant", "600", on: 1, as: "root:rootpw")
+        assertSucceeds(grant, "grant")
+        let lease = try XCTUnwrap(grant.stdout.split(separator: " ").dropFirst().first.map(String.init))
+        assertSucceeds(try etcdctl("put", "/secret/leased", "v", "--lease=\(lease)", on: 1, as: "root:rootpw"), "leased key")
+        assertSucceeds(try etcdctl("lease", "timetolive", lease, "--keys", on: 0, as: "root:rootpw"), "root sees the keys")
+        assertFails(try etcdctl("lease", "timetolive", lease, "--keys", on: 0, as: "alice:alicepw"),
+                    with: "etcdserver: permission denied", "alice may not see a lease holding /secret/leased")
+        assertFails(try etcdctl("lease", "revoke", lease, on: 0, as: "alice:alicepw"),
+                    with: "etcdserver: permission denied", "nor revoke it")
+        assertSucceeds(try etcdctl("lease", "list", on: 2, as: "alice:alicepw"), "alice lists leases")
+        assertFails(try etcdctl("lease", "list", on: 2), with: "etcdserver: user name is empty", "anonymous lease list")
     }
 
     func testPermissionChangesApplyAtOnceAndPasswordChangesEndOldTokens() async throws {

@@ -354,7 +354,7 @@ private func freePort() async throws -> Int {
     }
 
     @Test(arguments: [
-        ("https://127.0.0.1:2380", "https peer URLs need peer TLS, which is not supported yet"),
+        ("https://127.0.0.1:2380", "https peer URLs need --peer-cert-file and --peer-key-file"),
         ("unix://peer.sock:1", "unsupported scheme \"unix\""),
         ("127.0.0.1:2380", "missing scheme"),
         ("http://127.0.0.1", "missing port"),

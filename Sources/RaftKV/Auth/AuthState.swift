@@ -130,6 +130,15 @@ public struct AuthState: Sendable, Hashable {
         guard user.hasRootRole else { throw .permissionDenied }
     }
 
+    /// With auth on, a known user signed in at the current auth revision (for calls that need no key permission:
+    /// lease grants and keep-alives, compaction).
+    public func checkSignedIn(_ identity: AuthIdentity) throws(AuthError) {
+        guard isEnabled else { return }
+        guard !identity.user.isEmpty, identity.authRevision != 0 else { throw .userEmpty }
+        guard identity.authRevision >= revision else { throw .oldRevision }
+        guard users[identity.user] != nil else { throw .userNotFound }
+    }
+
     /// etcd's `isOpPermitted` for reading (`.read`) or writing (`.write`) `key` — or `[key, rangeEnd)` when
     /// `rangeEnd` is not empty (`"\0"`: every key from `key` on): the user's roles together must cover all of it.
     public func check(_ needed: PermissionType, key: [UInt8], rangeEnd: [UInt8] = [],

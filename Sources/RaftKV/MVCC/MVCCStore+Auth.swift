@@ -84,9 +84,9 @@ extension MVCCStore {
                 try checkTxn(request, identity: identity)
             case .compact, .leaseGrant:
                 // etcd lets anyone compact and grant; here it takes a known user (docs/security.md).
-                try checkAuthenticated(identity)
+                try authState.checkSignedIn(identity)
             case .leaseRevoke(let id):
-                try checkAuthenticated(identity)
+                try authState.checkSignedIn(identity)
                 try checkLeaseKeys(id, identity: identity)
             case .auth(let change):
                 if change.needsAdmin { try authState.checkAdmin(identity) }
@@ -98,12 +98,6 @@ extension MVCCStore {
         } catch let error as AuthError {
             throw KVError.auth(error)
         }
-    }
-
-    private func checkAuthenticated(_ identity: AuthIdentity) throws(AuthError) {
-        guard !identity.user.isEmpty, identity.authRevision != 0 else { throw .userEmpty }
-        guard identity.authRevision >= authState.revision else { throw .oldRevision }
-        guard authState.users[identity.user] != nil else { throw .userNotFound }
     }
 
     private func checkPut(_ request: PutRequest, identity: AuthIdentity) throws(AuthError) {

@@ -57,6 +57,12 @@ extension KVStore {
         do throws(AuthError) { try authState.checkAdmin(identity) } catch { throw KVError.auth(error) }
     }
 
+    /// A signed-in user for the calling request (lease keep-alives and listings).
+    public func checkSignedIn() throws {
+        guard let identity = AuthIdentity.current else { return }
+        do throws(AuthError) { try authState.checkSignedIn(identity) } catch { throw KVError.auth(error) }
+    }
+
     /// Read permission on `key` (or `[key, rangeEnd)`) for the calling request, as a watch needs at creation.
     public func checkRead(key: [UInt8], rangeEnd: [UInt8]) throws {
         guard let identity = AuthIdentity.current else { return }

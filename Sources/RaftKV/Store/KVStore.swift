@@ -403,6 +403,7 @@ public final class KVStore: Sendable {
     /// One etcd `LeaseKeepAlive` round: the lease gets its whole TTL again. Served by the leader only; a follower
     /// fails with ``KVError/notLeader(leader:)`` so that the caller can forward the request, as etcd forwards it.
     public func keepAlive(_ id: LeaseID) async throws -> LeaseKeepAliveResponse {
+        try checkSignedIn()
         try await awaitPrimary()
         let outcome: LeaseManager.RenewOutcome
         do {
@@ -422,6 +423,15 @@ public final class KVStore: Sendable {
     /// etcd's `LeaseTimeToLive`, served by the leader (see ``keepAlive(_:)``). An unknown or expired lease answers
     /// `ttlSeconds == -1` rather than failing, as etcd's server does.
     public func timeToLive(_ id: LeaseID, keys: Bool = false) async throws -> LeaseTimeToLiveResponse {
+        try checkSignedIn()
+        // etcd 3.5's checkLeaseTimeToLive: the keys of a lease are only shown to whoever may read them all.
+        if let identity = AuthIdentity.current {
+            try stateMachine.withStore { store in
+                for key in try store.lease(id, keys: true)?.keys ?? [] {
+                    try store.checkRead(key: key, rangeEnd: [], identity: identity)
+                }
+            }
+        }
         try await awaitPrimary()
         let ttl: (remainingSeconds: Int64, grantedSeconds: Int64)?
         do {
@@ -439,7 +449,8 @@ public final class KVStore: Sendable {
 
     /// etcd's `LeaseLeases`: the IDs of every lease, in ascending order, from the local state.
     public func leases() async throws -> [LeaseID] {
-        try stateMachine.withStore { try $0.leases() }.map(\.id)
+        try checkSignedIn()
+        return try stateMachine.withStore { try $0.leases() }.map(\.id)
     }
 
     // MARK: - Maintenance
