@@ -208,6 +208,10 @@ enum Call {
                     continue
                 } catch is Unreachable {
                     continue
+                } catch let failure as RPCFailure where failure.code == .deadlineExceeded && attempt > 0 && !passthrough {
+                    // The deadline came during yet another try at endpoints that kept refusing (a slow TLS
+                    // handshake, say): grpc-go's balancer still has them all in transient failure then.
+                    throw RPCFailure(code: .deadlineExceeded, message: "latest balancer error: all SubConns are in TransientFailure")
                 }
             }
             attempt += 1
