@@ -260,7 +260,7 @@ final class EtcdctlAuthTests: XCTestCase {
         let port = String(server.clientPort)
         let https = "--endpoints=https://127.0.0.1:\(port)"
         // Refusals cost the command timeout (both etcdctls retry until it).
-        let short = "--command-timeout=500ms"
+        let short = "--command-timeout=1s"
         let cases: [Case] = [
             Case(name: "put https", args: [https] + client + ["put", "t/a", "1"], setup: [client + ["del", "t/a"]], endpoints: false),
             Case(name: "get https", args: [https] + client + ["get", "t/a"], endpoints: false),
