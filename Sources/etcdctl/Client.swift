@@ -127,12 +127,13 @@ func endpointHostAndPort(_ endpoint: String) -> (name: String, port: Int)? {
     return (host, port)
 }
 
-/// clientv3's endpoint.ParseEndpoint: the scheme ("" without `://`) and what gRPC dials.
+/// clientv3's endpoint.ParseEndpoint: the scheme ("" without `://`)…
 func endpointScheme(_ endpoint: String) -> String {
     guard let range = endpoint.range(of: "://") else { return "" }
     return String(endpoint[..<range.lowerBound])
 }
 
+/// …and what is left for gRPC to dial (also what clientv3's targets show).
 func endpointHost(_ endpoint: String) -> String {
     guard let range = endpoint.range(of: "://") else { return endpoint }
     return String(endpoint[range.upperBound...])
@@ -145,7 +146,7 @@ struct ClientConfig: Sendable {
     var commandTimeout: Double
     /// clientv3's Config.TLS: set by any of --cert, --key, --cacert, or by --insecure-transport=false.
     var tls: TLSSettings? = nil
-    /// --user and its password; nil when either is empty, as clientv3 then signs in as nobody.
+    /// --user and its password; nil when either is empty, as clientv3 then does not sign in.
     var credentials: Credentials? = nil
     /// The token of the one sign-in, shared by every connection of the run (and its copies of the config).
     var session = AuthSession()
@@ -240,7 +241,7 @@ enum Call {
         var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
         // Go checks the server's certificate against the endpoint's host name, or its IP address when the
         // endpoint is one; NIOSSL checks the connected address when given no name.
-        if security != nil && IPv4Address(serverName) == nil && !serverName.contains(":") {
+        if security != nil && !isIPv4Address(serverName) && !serverName.contains(":") {
             transportConfig.http2.authority = serverName
         }
         let transport = try HTTP2ClientTransport.Posix(
@@ -268,12 +269,9 @@ enum Call {
     }
 }
 
-/// A dotted IPv4 address.
-private func IPv4Address(_ s: String) -> [UInt8]? {
+private func isIPv4Address(_ s: String) -> Bool {
     let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 4 else { return nil }
-    let bytes = parts.compactMap { UInt8($0) }
-    return bytes.count == 4 ? bytes : nil
+    return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
 }
 
 extension CallOptions {

@@ -173,6 +173,9 @@ final class EtcdctlAuthTests: XCTestCase {
             Case(name: "alice user add", args: [alice, "user", "add", "eve:x"]),
             Case(name: "alice auth disable", args: [alice, "auth", "disable"]),
             Case(name: "bob get", args: ["--user=bob:bobpw", "get", "k1"]),
+            // Watches carry the token too; the server cancels those it refuses.
+            Case(name: "watch without user", args: ["watch", "k1"]),
+            Case(name: "alice watch other key", args: [alice, "watch", "k2"]),
             // root cannot lose what makes it root while auth is on.
             Case(name: "root delete", args: [r, "user", "delete", "root"]),
             Case(name: "root revoke-role", args: [r, "user", "revoke-role", "root", "root"]),
@@ -224,7 +227,7 @@ final class EtcdctlAuthTests: XCTestCase {
             ("user add prompt", 0, "Password of u3: \nType password of u3 again for confirmation: \nUser u3 created\n"),
             ("auth enable", 0, "Authentication Enabled\n"), ("no user", 1, ""), ("root", 0, "k1\nv1\n"),
             ("root password prompt", 0, "Password: \nk1\nv1\n"), ("wrong password", 2, ""), ("alice get key", 0, "k1\nv1\n"),
-            ("alice put prefix", 0, "OK\n"), ("alice put read-only key", 1, ""), ("alice get wider range", 1, ""),
+            ("alice put prefix", 0, "OK\n"), ("watch without user", 5, ""), ("alice watch other key", 5, ""), ("alice put read-only key", 1, ""), ("alice get wider range", 1, ""),
             ("root delete", 1, ""), ("old password", 2, ""), ("new password", 0, "k1\nv1\n"), ("revoked permission", 1, ""),
             ("deleted user", 2, ""), ("auth disable", 0, "Authentication Disabled\n"), ("after disable", 0, "k1\nv1\n"),
         ]
