@@ -246,9 +246,10 @@ struct SignInFailure: Error {
 }
 
 enum SignIn {
-    /// clientv3's getToken: Authenticate on each endpoint in turn within --dial-timeout, stopping at the first
-    /// token, or at "authentication is not enabled" (then calls go without a token). Each failure logs
-    /// clientv3's retry warning; after the deadline the remaining endpoints are not tried.
+    /// clientv3's getToken: one Authenticate per endpoint within --dial-timeout, stopping at the first token, or
+    /// at "authentication is not enabled" (then calls go without a token). Each failure logs clientv3's retry
+    /// warning; after the deadline the remaining endpoints are not tried. Each try goes through a balancer over
+    /// all the endpoints (clientv3's resolver group holds them all), so an unreachable one is passed over.
     static func ensure(_ config: ClientConfig) async throws {
         guard let credentials = config.credentials, !config.session.isSignedIn else { return }
         let deadline = config.dialTimeout > 0 ? Date().addingTimeInterval(config.dialTimeout) : nil
@@ -259,11 +260,10 @@ enum SignIn {
         for endpoint in config.endpoints {
             let remaining = deadline.map { $0.timeIntervalSinceNow }
             if let remaining, remaining <= 0 { break }
-            var single = config
-            single.endpoints = [endpoint]
-            single.credentials = nil
+            var anonymous = config
+            anonymous.credentials = nil
             do {
-                let response = try await Call.withClient(single, timeout: remaining) { [request] client in
+                let response = try await Call.withClient(anonymous, timeout: remaining) { [request] client in
                     try await Etcdserverpb_Auth.Client(wrapping: client).authenticate(request, options: .etcdctl)
                 }
                 config.session.signedIn(token: response.token)

@@ -142,6 +142,10 @@ final class EtcdctlAuthTests: XCTestCase {
             Case(name: "wrong password", args: ["--user=root:wrong", "get", "k1"]),
             Case(name: "unknown user", args: ["--user=nobody:x", "get", "k1"]),
             Case(name: "wrong password put", args: ["--user=root:wrong", "put", "k1", "v"]),
+            // One sign-in try per endpoint, each through a balancer over all of them.
+            Case(name: "wrong password two endpoints", args: ["--endpoints={ENDPOINT},{ENDPOINT}", "--user=root:wrong", "get", "k1"],
+                 endpoints: false),
+            Case(name: "sign-in fails over", args: ["--endpoints=127.0.0.1:1,{ENDPOINT}", r, "get", "k1"], endpoints: false),
             Case(name: "wrong password health", args: ["--user=root:wrong", "endpoint", "health"]),
             Case(name: "json as root", args: [r, "-w", "json", "user", "get", "root"]),
             Case(name: "root role json", args: [r, "-w", "json", "role", "get", "root"]),
@@ -226,7 +230,7 @@ final class EtcdctlAuthTests: XCTestCase {
             ("user get detail simple", 0, "User: u1\n\nRole r1\nKV Read:\n"), ("user get fields", 4, ""),
             ("user add prompt", 0, "Password of u3: \nType password of u3 again for confirmation: \nUser u3 created\n"),
             ("auth enable", 0, "Authentication Enabled\n"), ("no user", 1, ""), ("root", 0, "k1\nv1\n"),
-            ("root password prompt", 0, "Password: \nk1\nv1\n"), ("wrong password", 2, ""), ("alice get key", 0, "k1\nv1\n"),
+            ("root password prompt", 0, "Password: \nk1\nv1\n"), ("wrong password", 2, ""), ("sign-in fails over", 0, "k1\nv1\n"), ("alice get key", 0, "k1\nv1\n"),
             ("alice put prefix", 0, "OK\n"), ("watch without user", 5, ""), ("alice watch other key", 5, ""), ("alice put read-only key", 1, ""), ("alice get wider range", 1, ""),
             ("root delete", 1, ""), ("old password", 2, ""), ("new password", 0, "k1\nv1\n"), ("revoked permission", 1, ""),
             ("deleted user", 2, ""), ("auth disable", 0, "Authentication Disabled\n"), ("after disable", 0, "k1\nv1\n"),
@@ -327,7 +331,8 @@ final class EtcdctlAuthTests: XCTestCase {
             let showsRevisions = testCase.args.contains("json") || testCase.args.contains("fields")
             let base = showsRevisions ? try revision(server, adminArguments: adminArguments) : Int64.max
             for step in testCase.setup { try server.realEtcdctl(step) }
-            let output = try server.run(real: real, testCase.args, stdin: testCase.stdin, env: testCase.env,
+            let args = testCase.args.map { $0.replacingOccurrences(of: "{ENDPOINT}", with: server.endpoint) }
+            let output = try server.run(real: real, args, stdin: testCase.stdin, env: testCase.env,
                                         withEndpoints: testCase.endpoints)
             results.append(EtcdctlComparisonTests.normalise(output, base: base, lease: 0))
         }
