@@ -113,16 +113,30 @@ func logRetryWarning(target: String, error: String) {
 
 /// Host and port of an endpoint as etcdctl accepts it (`host:port`, `http://host:port`).
 func parseEndpoint(_ endpoint: String) -> (host: String, port: Int)? {
-    var rest = Substring(endpoint)
-    for scheme in ["http://", "https://", "unix://", "unixs://"] where rest.hasPrefix(scheme) {
-        rest = rest.dropFirst(scheme.count)
-    }
+    guard let (name, port) = endpointHostAndPort(endpoint) else { return nil }
+    return (name == "localhost" ? "127.0.0.1" : name, port)
+}
+
+/// The host as written (a name or an address, IPv6 without brackets) and the port.
+func endpointHostAndPort(_ endpoint: String) -> (name: String, port: Int)? {
+    var rest = Substring(endpointHost(endpoint))
     if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
     guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) else { return nil }
     var host = String(rest[..<colon])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    if host == "localhost" { host = "127.0.0.1" }
     return (host, port)
+}
+
+/// clientv3's endpoint.ParseEndpoint: the scheme ("" without `://`)…
+func endpointScheme(_ endpoint: String) -> String {
+    guard let range = endpoint.range(of: "://") else { return "" }
+    return String(endpoint[..<range.lowerBound])
+}
+
+/// …and what is left for gRPC to dial (also what clientv3's targets show).
+func endpointHost(_ endpoint: String) -> String {
+    guard let range = endpoint.range(of: "://") else { return endpoint }
+    return String(endpoint[range.upperBound...])
 }
 
 /// The connection settings of one etcdctl run.
@@ -130,9 +144,31 @@ struct ClientConfig: Sendable {
     var endpoints: [String]
     var dialTimeout: Double
     var commandTimeout: Double
+    /// clientv3's Config.TLS: set by any of --cert, --key, --cacert, or by --insecure-transport=false.
+    var tls: TLSSettings? = nil
+    /// --user and its password; nil when either is empty, as clientv3 then does not sign in.
+    var credentials: Credentials? = nil
+    /// The token of the one sign-in, shared by every connection of the run (and its copies of the config).
+    var session = AuthSession()
+    /// Endpoint health reports a failed sign-in per endpoint instead of exiting.
+    var signInFailureThrows = false
     let clientID = UUID().uuidString.lowercased()
 
-    var target: String { "endpoint://client-\(clientID)/\(endpoints.first ?? "")" }
+    /// The balancer's target as clientv3's retry warning shows it (the endpoint without its scheme).
+    var target: String { target(for: endpoints.first ?? "") }
+
+    func target(for endpoint: String) -> String { "endpoint://client-\(clientID)/\(endpointHost(endpoint))" }
+
+    /// clientv3's processCreds: `http://` is plaintext, `https://` is TLS (with the system's roots when no TLS
+    /// flag is given), and an endpoint without a scheme follows the TLS flags.
+    func security(forScheme scheme: String) -> TLSSettings? {
+        switch scheme {
+        case "http": nil
+        case "https", "unixs": tls ?? TLSSettings()
+        case "", "unix": tls
+        default: nil
+        }
+    }
 }
 
 /// One call's failure to reach any endpoint.
@@ -145,20 +181,38 @@ enum Call {
         _ config: ClientConfig, endpoints: [String]? = nil, timeout: Double?,
         _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
     ) async throws -> R {
+        if config.credentials != nil {
+            // clientv3.New signs in before its first call; etcdctl exits when that fails (mustClientFromCmd).
+            do {
+                try await SignIn.ensure(config)
+            } catch let failure as SignInFailure {
+                if config.signInFailureThrows { throw failure }
+                exitWithError(ExitCode.badConnection, failure.message)
+            }
+        }
         // A call to one chosen endpoint (Status, HashKV, Defragment…) dials it directly, as clientv3's Dial does.
         let passthrough = endpoints != nil
         let endpoints = endpoints ?? config.endpoints
+        // The balancer dials every endpoint with the credentials of the first one's scheme; a direct dial uses
+        // its own endpoint's.
+        let balancerScheme = endpointScheme(config.endpoints.first ?? "")
         let deadline = timeout.map { Date().addingTimeInterval($0) }
         var attempt = 0
         while true {
             for endpoint in endpoints {
-                guard let (host, port) = parseEndpoint(endpoint) else { continue }
+                guard let (host, port) = parseEndpoint(endpoint), let (name, _) = endpointHostAndPort(endpoint) else { continue }
+                let security = config.security(forScheme: passthrough ? endpointScheme(endpoint) : balancerScheme)
                 do {
-                    return try await run(host: host, port: port, deadline: deadline, body)
+                    return try await run(host: host, port: port, serverName: name, security: security,
+                                         session: config.session, deadline: deadline, body)
                 } catch let error as RPCError where isConnectionFailure(error) {
                     continue
                 } catch is Unreachable {
                     continue
+                } catch let failure as RPCFailure where failure.code == .deadlineExceeded && attempt > 0 && !passthrough {
+                    // The deadline came during yet another try at endpoints that kept refusing (a slow TLS
+                    // handshake, say): grpc-go's balancer still has them all in transient failure then.
+                    throw RPCFailure(code: .deadlineExceeded, message: "latest balancer error: all SubConns are in TransientFailure")
                 }
             }
             attempt += 1
@@ -181,12 +235,19 @@ enum Call {
     }
 
     private static func run<R: Sendable>(
-        host: String, port: Int, deadline: Date?,
+        host: String, port: Int, serverName: String, security: TLSSettings?, session: AuthSession, deadline: Date?,
         _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
     ) async throws -> R {
+        var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
+        // Go checks the server's certificate against the endpoint's host name, or its IP address when the
+        // endpoint is one; NIOSSL checks the connected address when given no name.
+        if security != nil && !isIPv4Address(serverName) && !serverName.contains(":") {
+            transportConfig.http2.authority = serverName
+        }
         let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: host, port: port), transportSecurity: .plaintext)
-        return try await withGRPCClient(transport: transport) { client in
+            target: .ipv4(address: host, port: port),
+            transportSecurity: security.map { .tls($0.transportTLS) } ?? .plaintext, config: transportConfig)
+        return try await withGRPCClient(transport: transport, interceptors: [TokenInterceptor(session: session)]) { client in
             if let deadline {
                 let remaining = deadline.timeIntervalSinceNow
                 if remaining <= 0 { throw RPCFailure(code: .deadlineExceeded, message: "context deadline exceeded") }
@@ -206,6 +267,11 @@ enum Call {
             return try await body(client)
         }
     }
+}
+
+private func isIPv4Address(_ s: String) -> Bool {
+    let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
 }
 
 extension CallOptions {

@@ -234,14 +234,8 @@ func endpointsFromCluster(_ context: Context) async -> [String] {
 }
 
 func runEndpointHealth(_ inv: Invocation) async {
-    var invocation = inv
-    applyEnvironment(&invocation)
-    let printer = makePrinter(invocation)
-    let context = Context(invocation: invocation,
-                          config: ClientConfig(endpoints: invocation.stringSlice("endpoints").map { $0.trimmingCharacters(in: .whitespaces) },
-                                               dialTimeout: invocation.duration("dial-timeout"),
-                                               commandTimeout: invocation.duration("command-timeout")),
-                          printer: printer)
+    let context = makeContext(inv)
+    let printer = context.printer
     let endpoints = await endpointsFromCluster(context)
     let baseConfig = context.config
     let commandTimeout = context.commandTimeout
@@ -249,8 +243,11 @@ func runEndpointHealth(_ inv: Invocation) async {
         for endpoint in endpoints {
             group.addTask {
                 let start = Date()
+                // A client per endpoint, signing in on its own: a refused sign-in makes that endpoint unhealthy.
                 var single = baseConfig
                 single.endpoints = [endpoint]
+                single.session = AuthSession()
+                single.signInFailureThrows = true
                 do {
                     var request = Etcdserverpb_RangeRequest()
                     request.key = Data("health".utf8)
@@ -260,7 +257,9 @@ func runEndpointHealth(_ inv: Invocation) async {
                     return EndpointHealth(endpoint: endpoint, health: true, took: tookString(start), error: "")
                 } catch {
                     var text = "\(error)"
-                    if let failure = error as? RPCFailure {
+                    if let failure = error as? SignInFailure {
+                        text = failure.message
+                    } else if let failure = error as? RPCFailure {
                         logRetryWarning(target: single.target, error: failure.grpcText)
                         text = failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text
                     } else if let rpc = error as? RPCError {

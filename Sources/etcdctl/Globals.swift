@@ -103,13 +103,23 @@ func makePrinter(_ invocation: Invocation) -> Printer {
     return Printer(format: format, isHex: invocation.bool("hex"))
 }
 
-/// clientConfigFromCmd: environment, endpoints, timeouts and the printer.
+/// clientConfigFromCmd and newClientCfg: environment, endpoints, timeouts, the TLS flags' checks, the user and
+/// password (prompting for it), the printer, then the TLS files; in etcdctl's order, so the same mistake fails
+/// with the same error.
 func makeContext(_ invocation: Invocation, extraEnvironment: [String] = []) -> Context {
     var invocation = invocation
     applyEnvironment(&invocation, extraNames: extraEnvironment)
     let endpoints = invocation.stringSlice("endpoints").map { $0.trimmingCharacters(in: .whitespaces) }
-    let config = ClientConfig(endpoints: endpoints, dialTimeout: invocation.duration("dial-timeout"),
+    var config = ClientConfig(endpoints: endpoints, dialTimeout: invocation.duration("dial-timeout"),
                               commandTimeout: invocation.duration("command-timeout"))
+    for name in ["cert", "key", "cacert"] where invocation.string(name).isEmpty && invocation.changed.contains(name) {
+        exitWithError(ExitCode.badArgs, "empty string is passed to --\(name) option")
+    }
+    config.credentials = makeCredentials(user: invocation.string("user"), password: invocation.string("password"))
     let printer = makePrinter(invocation)
+    config.tls = makeTLSSettings(cert: invocation.string("cert"), key: invocation.string("key"),
+                                 cacert: invocation.string("cacert"),
+                                 insecureTransport: invocation.bool("insecure-transport"),
+                                 skipVerify: invocation.bool("insecure-skip-tls-verify"))
     return Context(invocation: invocation, config: config, printer: printer)
 }

@@ -10,18 +10,29 @@ func unary<R: Sendable>(
     target: String? = nil, describe: @escaping (String) -> String = { $0 },
     _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
 ) async -> R {
+    switch await attempt(context, timeout: timeout, endpoints: endpoints, target: target, body) {
+    case .success(let response): return response
+    case .failure(let message): exitWithError(code, describe(message.text))
+    }
+}
+
+/// One unary call; a failure logs the retry interceptor's warning and gives the error as clientv3 returns it.
+func attempt<R: Sendable>(
+    _ context: Context, timeout: Double?? = nil, endpoints: [String]? = nil, target: String? = nil,
+    _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
+) async -> Result<R, Msg> {
     let timeout: Double? = timeout ?? context.commandTimeout
     do {
-        return try await Call.withClient(context.config, endpoints: endpoints, timeout: timeout, body)
+        return .success(try await Call.withClient(context.config, endpoints: endpoints, timeout: timeout, body))
     } catch let error as RPCError {
         let failure = RPCFailure(error)
         logRetryWarning(target: target ?? context.config.target, error: failure.grpcText)
-        exitWithError(code, describe(failure.text))
+        return .failure(Msg(failure.text))
     } catch let failure as RPCFailure {
         logRetryWarning(target: target ?? context.config.target, error: failure.grpcText)
-        exitWithError(code, describe(failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text))
+        return .failure(Msg(failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text))
     } catch {
-        exitWithError(code, describe("\(error)"))
+        return .failure(Msg("\(error)"))
     }
 }
 
@@ -332,6 +343,44 @@ final class StdinReader: @unchecked Sendable {
             }
             if !fill() { return nil }
         }
+    }
+
+    /// One byte: buffered input first, then a single byte from the descriptor (so that what a password
+    /// prompt does not consume stays for later readers, as with Go's unbuffered os.Stdin reads).
+    private func nextByte() -> UInt8? {
+        if !buffer.isEmpty { return buffer.removeFirst() }
+        if eof { return nil }
+        var byte: UInt8 = 0
+        if read(0, &byte, 1) != 1 { eof = true; return nil }
+        return byte
+    }
+
+    private func unread(_ byte: UInt8) { buffer.insert(byte, at: 0) }
+
+    /// speakeasy's readline: bytes up to a newline (not included) or the end of input.
+    func readLineBytewise() -> String {
+        var line: [UInt8] = []
+        while let byte = nextByte(), byte != 0x0A { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// fmt.Scanf("%s") on os.Stdin: leading blanks skipped, "" when a newline or the end comes first, else
+    /// the bytes up to the next white space (which is consumed too).
+    func scanWord() -> String {
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || (0x09...0x0D).contains(b) }
+        while true {
+            guard let byte = nextByte() else { return "" }
+            if byte == 0x0D, let next = nextByte() {
+                if next == 0x0A { return "" }
+                unread(next)
+                continue
+            }
+            if byte == 0x0A { return "" }
+            if !isSpace(byte) { unread(byte); break }
+        }
+        var word: [UInt8] = []
+        while let byte = nextByte(), !isSpace(byte) { word.append(byte) }
+        return String(decoding: word, as: UTF8.self)
     }
 
     func readAll() -> Data {

@@ -43,6 +43,11 @@ struct Printer {
         exitWithError(ExitCode.badFeature, "\(format.rawValue) not supported as output format")
     }
 
+    /// printerUnsupported: "<format> not supported as output format" (exit 4), after the call was made.
+    func unsupportedFormat() -> Never { unsupported() }
+
+    func printProtobuf(_ message: some SwiftProtobuf.Message) { printPB(message) }
+
     private func protobufUnsupported() -> Never {
         exitWithError(ExitCode.badFeature, "protobuf not supported as output format")
     }
@@ -153,7 +158,7 @@ struct Printer {
         out(value.text + "\n")
     }
 
-    private func fieldsHeader(_ h: Etcdserverpb_ResponseHeader) {
+    func fieldsHeader(_ h: Etcdserverpb_ResponseHeader) {
         out("\"ClusterID\" : \(h.clusterID)\n\"MemberID\" : \(h.memberID)\n\"Revision\" : \(h.revision)\n\"RaftTerm\" : \(h.raftTerm)\n")
     }
 

@@ -76,28 +76,33 @@ func buildRoot() -> CommandSpec {
     snapshot.add(CommandSpec("save <filename>", "Stores an etcd node backend snapshot to a given file", run: runSnapshotSave),
                  stub("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
                  stub("status <filename>", "Gets backend snapshot status of a given file"))
+    let auth = CommandSpec("auth <enable or disable>", "Enable or disable authentication")
+    auth.add(CommandSpec("enable", "Enables authentication", run: runAuthEnable),
+             CommandSpec("disable", "Disables authentication", run: runAuthDisable))
+    let user = CommandSpec("user <subcommand>", "User related commands")
+    user.add(CommandSpec("add <user name or user:password> [options]", "Adds a new user", flags: userAddFlags, run: runUserAdd),
+             CommandSpec("delete <user name>", "Deletes a user", run: runUserDelete),
+             CommandSpec("get <user name> [options]", "Gets detailed information of a user",
+                         flags: [.bool("detail", nil, false, "Show permissions of roles granted to the user")], run: runUserGet),
+             CommandSpec("list", "Lists all users", run: runUserList),
+             CommandSpec("passwd <user name> [options]", "Changes password of user", flags: userPasswdFlags, run: runUserPasswd),
+             CommandSpec("grant-role <user name> <role name>", "Grants a role to a user", run: runUserGrantRole),
+             CommandSpec("revoke-role <user name> <role name>", "Revokes a role from a user", run: runUserRevokeRole))
+    let role = CommandSpec("role <subcommand>", "Role related commands")
+    role.add(CommandSpec("add <role name>", "Adds a new role", run: runRoleAdd),
+             CommandSpec("delete <role name>", "Deletes a role", run: runRoleDelete),
+             CommandSpec("get <role name>", "Gets detailed information of a role", run: runRoleGet),
+             CommandSpec("list", "Lists all roles", run: runRoleList),
+             CommandSpec("grant-permission [options] <role name> <permission type> <key> [endkey]", "Grants a key to a role",
+                         flags: grantPermissionFlags("grant"), run: runRoleGrantPermission),
+             CommandSpec("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role",
+                         flags: grantPermissionFlags("revoke"), run: runRoleRevokePermission))
     root.add(get, put, del, txn, compaction, alarm, defrag, endpoint, moveLeader, watch, version, lease, member, snapshot,
              stub("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
              stub("migrate", "Migrates keys in a v2 store to a mvcc store"),
              stub("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
              stub("elect <election-name> [proposal]", "Observes and participates in leader election"),
-             stub("auth <enable or disable>", "Enable or disable authentication", [
-                stub("disable", "Disables authentication"), stub("enable", "Enables authentication")]),
-             stub("user <subcommand>", "User related commands", [
-                stub("add <user name or user:password> [options]", "Adds a new user"),
-                stub("delete <user name>", "Deletes a user"),
-                stub("get <user name> [options]", "Gets detailed information of a user"),
-                stub("grant-role <user name> <role name>", "Grants a role to a user"),
-                stub("list", "Lists all users"),
-                stub("passwd <user name>", "Changes password of user"),
-                stub("revoke-role <user name> <role name>", "Revokes a role from a user")]),
-             stub("role <subcommand>", "Role related commands", [
-                stub("add <role name>", "Adds a new role"),
-                stub("delete <role name>", "Deletes a role"),
-                stub("get <role name>", "Gets detailed information of a role"),
-                stub("grant-permission [options] <role name> <permission type> <key> [endkey]", "Grants a key to a role"),
-                stub("list", "Lists all roles"),
-                stub("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role")]),
+             auth, user, role,
              stub("check <subcommand>", "commands for checking properties of the etcd cluster", [
                 stub("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint."),
                 stub("perf [options]", "Check the performance of the etcd cluster")]),

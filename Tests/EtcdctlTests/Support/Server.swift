@@ -17,9 +17,11 @@ final class Server {
     let root: URL
     let clientPort: Int
     let peerPort: Int
+    /// The client URL's scheme prefix ("https://" when the server speaks TLS to clients, else none).
+    var scheme = ""
     private var process: Process?
 
-    var endpoint: String { "127.0.0.1:\(clientPort)" }
+    var endpoint: String { "\(scheme)127.0.0.1:\(clientPort)" }
     static let realEtcdctlPath = "/usr/bin/etcdctl"
 
     /// A product built by `swift build` beside the test bundle.
@@ -41,14 +43,19 @@ final class Server {
         self.peerPort = peerPort
     }
 
-    static func start() throws -> Server? {
+    /// Starts a kvserver; `extraArguments` are added to its command line, `tls` makes its client URL https with
+    /// those files (`--cert-file --key-file --trusted-ca-file --client-cert-auth`), and `healthArguments` are what
+    /// the real etcdctl needs to see it healthy (TLS flags, a user).
+    static func start(extraArguments: [String] = [], tls: (cert: String, key: String, ca: String)? = nil,
+                      healthArguments: [String] = []) throws -> Server? {
         guard let kvserver = product("kvserver"), ourEtcdctl != nil,
               FileManager.default.isExecutableFile(atPath: realEtcdctlPath) else { return nil }
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let ports = try freePorts(count: 2)
         let server = Server(root: root, clientPort: ports[0], peerPort: ports[1])
-        let clientURL = "http://127.0.0.1:\(ports[0])", peerURL = "http://127.0.0.1:\(ports[1])"
+        let clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(ports[0])", peerURL = "http://127.0.0.1:\(ports[1])"
+        if tls != nil { server.scheme = "https://" }
         let process = Process()
         process.executableURL = kvserver
         process.arguments = [
@@ -57,7 +64,10 @@ final class Server {
             "--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
             "--initial-cluster-token", "etcdctl-test", "--initial-cluster", "infra1=\(peerURL)",
             "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
-        ]
+        ] + extraArguments
+        if let tls {
+            process.arguments! += ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth"]
+        }
         let logPath = root.appendingPathComponent("kvserver.log").path
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -67,7 +77,7 @@ final class Server {
         server.process = process
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if let health = try? server.realEtcdctl(["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
+            if let health = try? server.realEtcdctl(healthArguments + ["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
                 return server
             }
             usleep(200_000)
