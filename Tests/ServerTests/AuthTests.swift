@@ -102,7 +102,7 @@ final class AuthTests: XCTestCase {
         assertFails(try etcdctl("lease", "timetolive", lease, "--keys", on: 0, as: "alice:alicepw"),
                     with: "etcdserver: permission denied", "alice may not see a lease holding /secret/leased")
         assertFails(try etcdctl("lease", "revoke", lease, on: 0, as: "alice:alicepw"),
-                    with: "etcdserver: permission denied", "nor revoke it")
+                    with: "failed to revoke lease (etcdserver: permission denied)", "nor revoke it")
         assertSucceeds(try etcdctl("lease", "list", on: 2, as: "alice:alicepw"), "alice lists leases")
         assertFails(try etcdctl("lease", "list", on: 2), with: "etcdserver: user name is empty", "anonymous lease list")
     }
