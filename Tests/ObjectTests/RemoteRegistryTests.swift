@@ -4,11 +4,11 @@ import RaftKV
 import Testing
 
 /// The same registry scenarios through `RemoteBackend` (etcd's gRPC API) against real `kvserver` processes, then
-/// the real etcdctl reading what the registry wrote. One test, so one server for the whole run.
-/// OBJECT_TESTS_MEMBERS=3 runs against a three-member cluster instead of one member.
+/// the real etcdctl reading what the registry wrote. One test, so one cluster for the whole run: three members
+/// (OBJECT_TESTS_MEMBERS=1 runs against one member instead).
 @Suite(.serialized) struct RemoteRegistryTests {
     @Test func registryOverGRPCAndEtcdctlSeesKubernetesKeys() async throws {
-        let size = Int(ProcessInfo.processInfo.environment["OBJECT_TESTS_MEMBERS"] ?? "") ?? 1
+        let size = Int(ProcessInfo.processInfo.environment["OBJECT_TESTS_MEMBERS"] ?? "") ?? 3
         let server = try KVServerProcess(size: size)
         try server.start()
         defer { server.stop() }
