@@ -293,13 +293,27 @@ final class EtcdctlComparisonTests: XCTestCase {
             let update = try server.run(real: real, ["member", "update", id, "--peer-urls=http://127.0.0.1:2"])
             let list = try server.run(real: real, ["-w", "table", "member", "list"])
             let remove = try server.run(real: real, ["member", "remove", id])
-            let text = [add, update, list, remove].map { "\($0.status)\n\($0.stdout)\($0.stderr)" }.joined()
-                .replacingOccurrences(of: id, with: "ID")
+            let text = Self.sortingMembers([add, update, list, remove].map { "\($0.status)\n\($0.stdout)\($0.stderr)" }.joined()
+                .replacingOccurrences(of: id, with: "ID"))
             if real { realMemberText = text } else { XCTAssertEqual(realMemberText, text) }
         }
     }
 
     private var realMemberText = ""
+
+    /// Members come in ID order and the added member's ID is random, so the two runs may list it before or after
+    /// infra1: compare the ETCD_INITIAL_CLUSTER entries and the table's member rows as sets.
+    static func sortingMembers(_ text: String) -> String {
+        var lines = text.components(separatedBy: "\n")
+        for index in lines.indices where lines[index].hasPrefix("ETCD_INITIAL_CLUSTER=\"") {
+            let inner = lines[index].dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast()
+            lines[index] = "ETCD_INITIAL_CLUSTER=\"" + inner.split(separator: ",").sorted().joined(separator: ",") + "\""
+        }
+        let rows = lines.indices.filter { lines[$0].hasPrefix("| ") && !lines[$0].contains("IS LEARNER") }
+        let sortedRows = rows.map { lines[$0] }.sorted()
+        for (index, row) in zip(rows, sortedRows) { lines[index] = row }
+        return lines.joined(separator: "\n")
+    }
 
     // MARK: running
 
