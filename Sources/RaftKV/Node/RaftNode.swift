@@ -43,6 +43,10 @@ public struct RaftNodeOptions: Sendable {
     /// write at most 1/ratio bytes per byte of log, and the log holds at most about ratio × the state before it is
     /// compacted. 0 snapshots on the entry count alone.
     public var snapshotLogToStateRatio: Double = 1.0
+    /// …but never lets the log since the last snapshot grow past this many bytes: a restart reads that much of the
+    /// log again (to rebuild the membership), so it bounds restart time for a large state, at the price of
+    /// snapshots writing up to state / this bytes per byte of log once the state outgrows it.
+    public var snapshotMaxLogBytes: Int64 = 128 << 20
     /// Entries kept below a snapshot so that slightly lagging followers catch up without one.
     public var snapshotRetainEntries: UInt64 = 5_000
     /// Bound on messages waiting in the inbox; beyond it new messages are dropped (Raft retransmits).
@@ -346,7 +350,8 @@ public actor RaftNode {
         guard !snapshotInProgress, applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
               applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
         // Asked only once the entry count is reached: the size may take a query.
-        guard Double(bytesAppliedSinceSnapshot) >= options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes) else {
+        guard bytesAppliedSinceSnapshot >= options.snapshotMaxLogBytes
+              || Double(bytesAppliedSinceSnapshot) >= options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes) else {
             return
         }
         let file = storage.temporarySnapshotFile()

@@ -106,12 +106,21 @@ public struct RaftCore {
             log.commit(to: LogIndex(changes.count))
             term = max(term, 1)
         } else if applied > snapshot.index {
-            // Membership as of `applied`: the snapshot's, then every change applied since.
-            for entry in storage.entries(from: snapshot.index + 1, through: applied) where entry.kind == .configChange {
-                guard let change = ConfigChange(encoded: entry.data) else {
-                    throw .corruptState("undecodable membership change at index \(entry.index)")
+            // Membership as of `applied`: the snapshot's, then every change applied since, read in bounded batches
+            // (the log since the snapshot may hold hundreds of megabytes).
+            var next = snapshot.index + 1
+            while next <= applied {
+                let batch = storage.entries(from: next, through: applied, maxBytes: 4 << 20)
+                guard let last = batch.last else {
+                    throw .corruptState("no entries from \(next) to the applied index \(applied)")
                 }
-                current = current.applying(change)
+                for entry in batch where entry.kind == .configChange {
+                    guard let change = ConfigChange(encoded: entry.data) else {
+                        throw .corruptState("undecodable membership change at index \(entry.index)")
+                    }
+                    current = current.applying(change)
+                }
+                next = last.index + 1
             }
         }
         membership = current

@@ -49,6 +49,8 @@ public final class KVStore: Sendable {
         /// Snapshots also wait until the log since the last one weighs this fraction of the state (see
         /// ``RaftNodeOptions/snapshotLogToStateRatio``); 0 snapshots on the entry count alone.
         public var snapshotLogToStateRatio: Double = 1.0
+        /// …up to this many bytes of log (``RaftNodeOptions/snapshotMaxLogBytes``), which bounds restart time.
+        public var snapshotMaxLogBytes: Int64 = 128 << 20
         /// etcd's `--max-txn-ops`.
         public var maxTxnOps: Int = KVValidation.defaultMaxTxnOps
         /// etcd's `--max-request-bytes`: larger encoded requests fail with "etcdserver: request is too large".
@@ -146,6 +148,7 @@ public final class KVStore: Sendable {
         options.snapshotEveryEntries = configuration.snapshotEveryEntries
         options.snapshotRetainEntries = configuration.snapshotRetainEntries
         options.snapshotLogToStateRatio = configuration.snapshotLogToStateRatio
+        options.snapshotMaxLogBytes = configuration.snapshotMaxLogBytes
         node = try RaftNode(configuration: raftConfiguration, storage: storage, stateMachine: stateMachine,
                             transport: transport, bootstrap: initialMembership, options: options,
                             logger: configuration.logger)

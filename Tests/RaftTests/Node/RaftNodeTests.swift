@@ -54,8 +54,10 @@ final class LocalCluster: @unchecked Sendable {
     var storages: [NodeID: any DurableLogStorage] = [:]
     var tasks: [NodeID: Task<Void, any Error>] = [:]
     let directory: URL
+    let snapshotMaxLogBytes: Int64
 
-    init(size: Int, sqlite: Bool, snapshotEveryEntries: UInt64 = 10_000) throws {
+    init(size: Int, sqlite: Bool, snapshotEveryEntries: UInt64 = 10_000, snapshotMaxLogBytes: Int64 = 128 << 20) throws {
+        self.snapshotMaxLogBytes = snapshotMaxLogBytes
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("raftnode-\(UUID().uuidString)")
         let members = Membership(voters: Set(1...NodeID(size)))
         for id in 1...NodeID(size) {
@@ -75,6 +77,7 @@ final class LocalCluster: @unchecked Sendable {
         options.requestTimeoutTicks = 400
         options.snapshotEveryEntries = snapshotEveryEntries
         options.snapshotRetainEntries = 2
+        options.snapshotMaxLogBytes = snapshotMaxLogBytes
         let node = try RaftNode(configuration: configuration, storage: storage, stateMachine: machine,
                                 transport: transport, bootstrap: bootstrap, options: options)
         nodes[id] = node
@@ -192,6 +195,17 @@ final class LocalCluster: @unchecked Sendable {
         #expect(reopened.snapshotMetadata.index == taken, "bytes from before the restart count towards the next one")
         _ = try await cluster.propose("after-last")
         try await cluster.waitUntil { reopened.snapshotMetadata.index > taken }
+        await cluster.shutdown()
+    }
+
+    /// However large the state, the log since the last snapshot stays under `snapshotMaxLogBytes`.
+    @Test func theLogSinceASnapshotIsBoundedWhateverTheStateSize() async throws {
+        let cluster = try LocalCluster(size: 1, sqlite: true, snapshotEveryEntries: 5, snapshotMaxLogBytes: 200)
+        let machine = cluster.machines[1]!
+        machine.reportedStateBytes = 1 << 40
+        let storage = cluster.storages[1]!
+        for i in 0..<30 { _ = try await cluster.propose(String(format: "value-%04d", i)) }  // 300 bytes
+        try await cluster.waitUntil { storage.snapshotMetadata.index > 0 }
         await cluster.shutdown()
     }
 
