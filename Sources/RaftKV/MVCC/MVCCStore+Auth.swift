@@ -45,26 +45,24 @@ extension MVCCStore {
     }
 
     private func persistAuthChanges(from old: AuthState, to new: AuthState) throws {
-        for name in Set(old.users.keys).union(new.users.keys) where old.users[name] != new.users[name] {
-            if let user = new.users[name] {
-                try withStatement("INSERT OR REPLACE INTO auth_user (name, record) VALUES (?1, ?2)") { statement in
-                    try statement.bind(1, name).bind(2, Self.encode(user)).run()
-                }
-            } else {
-                try withStatement("DELETE FROM auth_user WHERE name = ?1") { try $0.bind(1, name).run() }
-            }
-        }
-        for name in Set(old.roles.keys).union(new.roles.keys) where old.roles[name] != new.roles[name] {
-            if let role = new.roles[name] {
-                try withStatement("INSERT OR REPLACE INTO auth_role (name, record) VALUES (?1, ?2)") { statement in
-                    try statement.bind(1, name).bind(2, Self.encode(role)).run()
-                }
-            } else {
-                try withStatement("DELETE FROM auth_role WHERE name = ?1") { try $0.bind(1, name).run() }
-            }
-        }
+        try persistChangedRecords(old.users, new.users, table: "auth_user", encode: Self.encode)
+        try persistChangedRecords(old.roles, new.roles, table: "auth_role", encode: Self.encode)
         if old.isEnabled != new.isEnabled { try setMeta("auth_enabled", new.isEnabled ? 1 : 0) }
         if old.revision != new.revision { try setMeta("auth_revision", Int64(new.revision)) }
+    }
+
+    /// Writes the records that differ between `old` and `new` into `table` (name, record), deleting removed ones.
+    private func persistChangedRecords<Record: Equatable>(_ old: [String: Record], _ new: [String: Record], table: String,
+                                                         encode: (Record) -> [UInt8]) throws {
+        for name in Set(old.keys).union(new.keys) where old[name] != new[name] {
+            if let record = new[name] {
+                try withStatement("INSERT OR REPLACE INTO \(table) (name, record) VALUES (?1, ?2)") { statement in
+                    try statement.bind(1, name).bind(2, encode(record)).run()
+                }
+            } else {
+                try withStatement("DELETE FROM \(table) WHERE name = ?1") { try $0.bind(1, name).run() }
+            }
+        }
     }
 
     /// etcd's auth applier: with auth on, `command` (a client's) must be allowed to `identity` by the auth state

@@ -91,6 +91,9 @@ public actor RaftNode {
     private var lastConfigChangeApplied: LogIndex = 0
     /// Bytes of entry data applied since the newest snapshot (counted from the log at start).
     private var bytesAppliedSinceSnapshot: Int64 = 0
+    /// ratio × the state's size when last asked; the size (a query on the state machine) is asked again only once
+    /// the log has caught up with it, not after every Ready.
+    private var snapshotThresholdBytes: Double = 0
 
     private struct ProposalWaiter {
         var term: Term
@@ -289,6 +292,7 @@ public actor RaftNode {
             logger.info("installed snapshot at \(snapshot.index) (term \(snapshot.term))")
             lastConfigChangeApplied = max(lastConfigChangeApplied, snapshot.index)
             bytesAppliedSinceSnapshot = 0
+            snapshotThresholdBytes = 0
         }
         if ready.hardState != nil || !ready.entries.isEmpty {
             try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
@@ -350,9 +354,10 @@ public actor RaftNode {
         guard !snapshotInProgress, applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
               applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
         // Asked only once the entry count is reached: the size may take a query.
-        guard bytesAppliedSinceSnapshot >= options.snapshotMaxLogBytes
-              || Double(bytesAppliedSinceSnapshot) >= options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes) else {
-            return
+        if bytesAppliedSinceSnapshot < options.snapshotMaxLogBytes && options.snapshotLogToStateRatio > 0 {
+            guard Double(bytesAppliedSinceSnapshot) >= snapshotThresholdBytes else { return }
+            snapshotThresholdBytes = options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes)
+            guard Double(bytesAppliedSinceSnapshot) >= snapshotThresholdBytes else { return }
         }
         let file = storage.temporarySnapshotFile()
         if stateMachine.snapshotsConcurrently {
@@ -368,6 +373,7 @@ public actor RaftNode {
         try storage.adoptLocalSnapshot(SnapshotMetadata(index: applied, term: term, membership: core.membership),
                                        file: file, retainEntries: options.snapshotRetainEntries)
         bytesAppliedSinceSnapshot = 0
+        snapshotThresholdBytes = 0
         logger.debug("snapshot at \(applied); log now starts at \(storage.firstIndex)")
     }
 
@@ -399,6 +405,7 @@ public actor RaftNode {
             // Entries applied while the copy was written are not in it, but are not counted either: the next
             // snapshot waits a little longer, which only errs on the side of fewer copies.
             bytesAppliedSinceSnapshot = 0
+            snapshotThresholdBytes = 0
             logger.debug("snapshot at \(index); log now starts at \(storage.firstIndex)")
         } catch {
             fail(with: .stopped("adopting a snapshot failed: \(error)"))
