@@ -68,7 +68,7 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(asRoot.stdout, "/k\nv\n", asRoot.stderr)
     }
 
-    func testHealthAndMetricsAreServedOverHTTPSToo() throws {
+    func testHealthIsServedOverHTTPSToo() throws {
         let curl = try TestCluster.run("/usr/bin/curl", ["-s", "--http1.1", "--cacert", material.path("ca.crt"),
                                                          "--cert", material.path("root.crt"), "--key", material.path("root.key"),
                                                          "\(cluster.members[0].clientURL)/health"], timeout: 10)
