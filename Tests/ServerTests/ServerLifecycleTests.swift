@@ -30,6 +30,35 @@ final class ServerLifecycleTests: XCTestCase {
         XCTAssertEqual(missing.stdout, "404 page not found\n404")
     }
 
+    /// Regression: a member whose peer port was taken logged "serving", then sat there with its servers gone and
+    /// every client connection refused, instead of exiting.
+    func testAMemberThatCannotBindItsPeerPortExitsWithTheError() throws {
+        let cluster = try TestCluster(size: 1)
+        let occupant = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(occupant, 0)
+        defer { close(occupant) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(cluster.members[0].peerPort).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(occupant, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(bound, 0, "could not take the peer port for the test")
+        XCTAssertEqual(listen(occupant, 1), 0)
+
+        try cluster.start(0)
+        let process = try XCTUnwrap(cluster.members[0].process)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        XCTAssertFalse(process.isRunning, "kvserver kept running without its peer port:\n\(cluster.log(0))")
+        guard !process.isRunning else { return }
+        process.waitUntilExit()
+        cluster.members[0].process = nil
+        XCTAssertNotEqual(process.terminationStatus, 0, cluster.log(0))
+        XCTAssertTrue(cluster.log(0).contains("ddress already in use"), cluster.log(0))
+    }
+
     func testSIGTERMStopsCleanlyAndARestartKeepsEverything() throws {
         let cluster = try TestCluster(size: 1)
         try cluster.startAll()

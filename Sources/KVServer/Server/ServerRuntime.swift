@@ -104,11 +104,18 @@ struct ServerRuntime {
 
         // Once shutdown starts, the servers' and the store's errors are the shutdown's own (cancellation).
         let stopping = StoppingFlag()
+        let shutdown = ShutdownSignal()
         @Sendable func untilShutdown(_ body: @Sendable () async throws -> Void) async throws {
             do {
                 try await body()
             } catch where stopping.isSet {
                 return
+            } catch {
+                // A server that could not bind, or a store that could not persist: stop everything, so that the
+                // process exits with this error instead of running on half dead.
+                logger.critical("stopping: \(error)")
+                shutdown.trigger()
+                throw error
             }
         }
         try await withThrowingDiscardingTaskGroup { group in
@@ -149,7 +156,6 @@ struct ServerRuntime {
             }
             group.addTask { await AutoCompactor(server: server, policy: configuration.autoCompaction).run() }
 
-            let shutdown = ShutdownSignal()
             transport.onRemovedFromCluster {
                 logger.error("the member has been permanently removed from the cluster")
                 shutdown.trigger()
