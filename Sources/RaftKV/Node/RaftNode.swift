@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Carries Raft messages to other members. Delivery is best effort: Raft tolerates loss, duplication and
 /// reordering, so an implementation may drop messages when a peer is slow or unreachable rather than queue
@@ -68,8 +69,7 @@ public actor RaftNode {
     private let transport: any RaftTransport
     private let options: RaftNodeOptions
     private let logger: Logger
-    private let inbox: AsyncStream<Message>
-    private let inboxContinuation: AsyncStream<Message>.Continuation
+    private let inbox: Inbox
     /// Requests only step the core and signal here; the run loop then carries out one Ready for all of them, so
     /// concurrent proposals share one transaction and one fsync (group commit).
     private let flushes: AsyncStream<Void>
@@ -125,7 +125,7 @@ public actor RaftNode {
         var logger = logger
         logger[metadataKey: "member"] = "\(String(configuration.id, radix: 16))"
         self.logger = logger
-        (inbox, inboxContinuation) = AsyncStream.makeStream(of: Message.self, bufferingPolicy: .bufferingOldest(options.maxInboxMessages))
+        inbox = Inbox(capacity: options.maxInboxMessages)
         (flushes, flushContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         wasMember = core.membership.contains(configuration.id)
         let snapshotIndex = storage.snapshotMetadata.index
@@ -136,7 +136,7 @@ public actor RaftNode {
 
     /// Hands a message from a peer to this node; never blocks. Called by transports.
     public nonisolated func deliver(_ message: Message) {
-        inboxContinuation.yield(message)
+        inbox.put(message)
     }
 
     /// Runs ticks and the inbox until cancelled or until the node fails.
@@ -144,8 +144,8 @@ public actor RaftNode {
         try processReadies()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [inbox] in
-                for await message in inbox {
-                    try await self.receive(message)
+                for await _ in inbox.arrivals {
+                    try await self.receiveInbox()
                 }
             }
             group.addTask { [flushes] in
@@ -166,7 +166,7 @@ public actor RaftNode {
 
     /// Stops the node: every waiting request fails.
     public func stop() {
-        inboxContinuation.finish()
+        inbox.close()
         flushContinuation.finish()
         fail(with: .stopped("shut down"))
     }
@@ -249,9 +249,12 @@ public actor RaftNode {
         if let failure { throw failure }
     }
 
-    private func receive(_ message: Message) throws {
-        guard failure == nil else { return }
-        core.step(message)
+    /// Steps every message that arrived since the last turn, then carries out one Ready for all of them: a
+    /// follower whose disk is slower than the appends arriving writes them in one transaction, not one each.
+    private func receiveInbox() throws {
+        let messages = inbox.takeAll()
+        guard failure == nil, !messages.isEmpty else { return }
+        for message in messages { core.step(message) }
         try processReadies()
     }
 
@@ -283,6 +286,7 @@ public actor RaftNode {
     }
 
     private func carryOut(_ ready: Ready) throws {
+        if !ready.earlyMessages.isEmpty { transport.send(ready.earlyMessages) }
         for chunk in ready.snapshotChunks { try storage.stageSnapshotChunk(chunk) }
         if let snapshot = ready.snapshot {
             try storage.installStagedSnapshot(snapshot)
@@ -325,7 +329,7 @@ public actor RaftNode {
         let isMember = core.membership.contains(id)
         if wasMember && !isMember {
             fail(with: .stopped("removed from the cluster"))
-            inboxContinuation.finish()
+            inbox.close()
         }
         wasMember = wasMember || isMember
     }
@@ -440,6 +444,51 @@ public actor RaftNode {
         failReads(error)
         for item in readsAwaitingApply { item.waiter.continuation.resume(throwing: error) }
         readsAwaitingApply.removeAll()
+    }
+}
+
+/// Messages from peers waiting for the node. Bounded: when full, new messages are dropped (Raft retransmits).
+/// `arrivals` holds at most one signal, so a burst costs one turn of the node, which takes the whole batch.
+private final class Inbox: Sendable {
+    private struct State {
+        var messages: [Message] = []
+        var closed = false
+    }
+
+    private let capacity: Int
+    private let state = Mutex(State())
+    let arrivals: AsyncStream<Void>
+    private let arrivalsContinuation: AsyncStream<Void>.Continuation
+
+    init(capacity: Int) {
+        precondition(capacity > 0, "the inbox needs room")
+        self.capacity = capacity
+        (arrivals, arrivalsContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func put(_ message: Message) {
+        let accepted = state.withLock { state in
+            guard !state.closed, state.messages.count < capacity else { return false }
+            state.messages.append(message)
+            return true
+        }
+        if accepted { arrivalsContinuation.yield() }
+    }
+
+    func takeAll() -> [Message] {
+        state.withLock { state in
+            var taken: [Message] = []
+            swap(&taken, &state.messages)
+            return taken
+        }
+    }
+
+    func close() {
+        state.withLock { state in
+            state.closed = true
+            state.messages.removeAll()
+        }
+        arrivalsContinuation.finish()
     }
 }
 

@@ -270,7 +270,16 @@ public struct RaftCore {
         }
         ready.snapshotChunks = chunksToStage
         ready.entries = Array(log.unhandedUnstable)
-        ready.messages = outbox
+        if role == .leader && persistedHardState.term == term {
+            // Only once the term is durable: a leader elected in a Ready not yet persisted could otherwise send
+            // entries of a term it forgets in a crash, then be elected again in that same term and number
+            // different entries with it.
+            for message in outbox {
+                if message.promisesNothingDurable { ready.earlyMessages.append(message) } else { ready.messages.append(message) }
+            }
+        } else {
+            ready.messages = outbox
+        }
         ready.readStates = readStates
         ready.committed = log.committedToApply(maxBytes: configuration.maxCommittedBytesPerReady)
         ready.mustSync = !ready.entries.isEmpty || ready.snapshot != nil || !ready.snapshotChunks.isEmpty

@@ -1,5 +1,6 @@
 /// Everything the driver must do after feeding the core, in this order:
 ///
+/// 0. Send `earlyMessages` (it may also send them later, at step 4: nothing depends on their being early).
 /// 1. If `snapshotChunks` is not empty, stage them (a snapshot arriving from the leader).
 /// 2. If `snapshot` is set, install the staged snapshot in storage and restore the state machine from it.
 /// 3. Persist `hardState` (when set) and `entries` in one transaction, synced to disk when `mustSync`.
@@ -14,6 +15,11 @@ public struct Ready: Sendable, Equatable {
     public var entries: [Entry] = []
     public var snapshotChunks: [SnapshotChunk] = []
     public var snapshot: SnapshotMetadata?
+    /// A leader's appends and heartbeats. They promise nothing about this node's disk (the leader counts its own
+    /// copy of an entry only once ``RaftCore/advance(_:)`` says it is persisted), so they may leave before step 3:
+    /// the leader then writes its log while the followers write theirs (Raft thesis §10.2.1), instead of one after
+    /// the other.
+    public var earlyMessages: [Message] = []
     public var messages: [Message] = []
     public var committed: [Entry] = []
     public var readStates: [ReadState] = []
@@ -25,6 +31,7 @@ public struct Ready: Sendable, Equatable {
 
     public var isEmpty: Bool {
         hardState == nil && entries.isEmpty && snapshotChunks.isEmpty && snapshot == nil && messages.isEmpty
+            && earlyMessages.isEmpty
             && committed.isEmpty && readStates.isEmpty
     }
 }

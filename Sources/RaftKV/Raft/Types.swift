@@ -182,6 +182,15 @@ public struct Message: Sendable, Equatable {
         case readIndexResponse(requestID: UInt64, index: LogIndex)
     }
 
+    /// Appends and heartbeats say what the sender's log holds and what is committed, not that anything is on the
+    /// sender's disk: see ``Ready/earlyMessages``. Every response and vote does promise that.
+    var promisesNothingDurable: Bool {
+        switch body {
+        case .append, .heartbeat: return true
+        default: return false
+        }
+    }
+
     /// Bytes this message costs against transport limits.
     public var sizeBytes: Int {
         switch body {

@@ -223,6 +223,7 @@ final class ScenarioNetwork {
             rounds += 1
             precondition(rounds < 1000, "node \(id) produces Readys forever")
             node.readies.append(ready)
+            queue.append(contentsOf: ready.earlyMessages)
             do {
                 for chunk in ready.snapshotChunks { try node.storage.stageSnapshotChunk(chunk) }
                 if let snapshot = ready.snapshot {

@@ -186,6 +186,9 @@ final class Simulator {
         while node.isUp, let ready = node.core!.ready() {
             rounds += 1
             precondition(rounds < 10_000, "node \(id) produces Readys forever")
+            ready.earlyMessages.forEach(send)
+            // A leader may crash having sent entries it never persisted.
+            if !ready.earlyMessages.isEmpty && !ready.entries.isEmpty && chance(1) { node.crash(); return }
             #if DEBUG
             if options.injectedBugs.contains(.acknowledgeBeforePersist) {
                 // The bug: messages leave before the entries they acknowledge are durable, and a crash may follow.
