@@ -83,8 +83,6 @@ public final class MVCCStore {
     public var commitObserver: (@Sendable (Duration) -> Void)?
 
     var db: SQLiteDatabase!
-    /// Keeps checkpoints out of the apply transactions, which the Raft loop waits for.
-    private var checkpointer: WALCheckpointer?
 
     /// The index of the last applied log entry, as durable as the state it describes.
     public internal(set) var appliedIndex: LogIndex = 0
@@ -139,7 +137,6 @@ public final class MVCCStore {
             """)
         try database.execute(Self.authSchema)
         db = database
-        checkpointer = try WALCheckpointer(writer: database)
         let schema = try meta("schema_version")
         guard schema == Self.schemaVersion else { throw MVCCStoreError.unsupportedFormat(schema) }
         try loadState()
@@ -281,8 +278,6 @@ public final class MVCCStore {
         guard snapshotIndex == index else {
             throw MVCCStoreError.snapshotIndexMismatch(expected: index, found: snapshotIndex)
         }
-        checkpointer?.stop()
-        checkpointer = nil
         db = nil
         let manager = FileManager.default
         for suffix in ["", "-wal", "-shm"] where manager.fileExists(atPath: path + suffix) {

@@ -17,12 +17,6 @@ public final class SQLiteDatabase {
     public let path: String
     private var handle: OpaquePointer?
     private var statements: [String: SQLiteStatement] = [:]
-    /// The hook's box, kept alive while SQLite holds a pointer to it (``setWALHook(_:)``).
-    private var walHookOwner: AnyObject?
-
-    /// Called after each commit with the connection and the number of frames in the write-ahead log; its result
-    /// is the commit's (which has happened either way).
-    typealias WALHook = (_ connection: OpaquePointer?, _ frames: Int32) -> Int32
 
     /// Opens (creating when `create`) the database at `path`.
     public init(path: String, create: Bool = true, readOnly: Bool = false) throws {
@@ -43,27 +37,7 @@ public final class SQLiteDatabase {
 
     deinit {
         statements.removeAll()
-        if walHookOwner != nil { sqlite3_wal_hook(handle, nil, nil) }
         sqlite3_close_v2(handle)
-    }
-
-    /// Replaces SQLite's automatic checkpoints (which are a WAL hook too) with `hook`.
-    func setWALHook(_ hook: @escaping WALHook) {
-        final class Box {
-            let hook: WALHook
-            init(_ hook: @escaping WALHook) { self.hook = hook }
-        }
-        let box = Box(hook)
-        sqlite3_wal_hook(handle, { context, connection, _, frames in
-            Unmanaged<Box>.fromOpaque(context!).takeUnretainedValue().hook(connection, frames)
-        }, Unmanaged.passUnretained(box).toOpaque())
-        walHookOwner = box
-    }
-
-    /// Undoes ``setWALHook(_:)``: SQLite checkpoints on commit again, at its default threshold.
-    func restoreAutomaticCheckpoints() {
-        sqlite3_wal_autocheckpoint(handle, 1000)
-        walHookOwner = nil
     }
 
     /// Runs one or more statements that return no rows.

@@ -71,8 +71,6 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
     private var staged: (metadata: SnapshotMetadata, sizeBytes: UInt64, isComplete: Bool)?
     /// Whether commits currently fsync; `save(sync: false)` lowers it until the next write that must sync.
     private var synchronousIsFull = true
-    /// Keeps checkpoints out of ``save(hardState:entries:sync:)``, which the Raft loop waits for.
-    private var checkpointer: WALCheckpointer?
 
     private var stagedSnapshotFile: URL { snapshotDirectory.appendingPathComponent(Self.stagedSnapshotName) }
 
@@ -109,7 +107,6 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
         boundaryTerm = stored.boundaryTerm
         lastIndex = stored.lastIndex
         lastTerm = stored.lastTerm
-        checkpointer = try WALCheckpointer(writer: database)
         // Only once the stored state is known good may leftovers of interrupted operations go.
         removeSnapshotFiles(keeping: snapshotFileName, includingTemporary: true)
     }
