@@ -67,6 +67,36 @@ import Testing
         #expect(net.node(3).machine.appliedIndex == 4)
     }
 
+    /// A leader's appends leave before its own copy of the entries is persisted (Ready.earlyMessages) — but not
+    /// in the Ready that makes it leader of a term it has not persisted yet: a crash could make it forget that
+    /// term, win it again, and number different entries with it. Acknowledgements never leave early.
+    @Test func aLeaderSendsAppendsEarlyOnlyOnceItsTermIsDurable() throws {
+        func isAppend(_ message: Message) -> Bool {
+            if case .append = message.body { return true }
+            return false
+        }
+        let net = try ScenarioNetwork(voters: [1], learners: [2])
+        net.campaign(1)
+        #expect(net[1].role == .leader, "a single voter wins at once")
+        let electing = try #require(net.node(1).readies.first { $0.hardState?.term == 2 })
+        #expect(electing.earlyMessages.isEmpty)
+        #expect(electing.messages.contains(where: isAppend))
+        net.stabilize()
+
+        let before = net.node(1).readies.count
+        try net.propose(1, "x")
+        let proposing = try #require(net.node(1).readies[before...].first { !$0.entries.isEmpty })
+        #expect(proposing.entries.map(\.index) == [net[1].lastIndex])
+        #expect(!proposing.earlyMessages.isEmpty && proposing.earlyMessages.allSatisfy(isAppend))
+        #expect(!proposing.messages.contains(where: isAppend))
+        #expect(net[1].commitIndex < net[1].lastIndex || net.node(1).readies.count > before + 1,
+                "the leader's own copy counts only after advance")
+        net.stabilize()
+        #expect(net.node(2).machine.appliedIndex == net[1].lastIndex)
+        #expect(net.node(2).readies.allSatisfy { $0.earlyMessages.isEmpty }, "followers' acknowledgements wait for their disk")
+        #expect(net.harnessErrors.isEmpty)
+    }
+
     @Test func splitVoteThenResolves() throws {
         let net = try ScenarioNetwork(voters: [1, 2, 3, 4, 5]) { $0.preVote = false }
         net.isolate(5)
