@@ -52,23 +52,12 @@ extension KVStore {
     /// Waits until this member has applied `revision` (a write another member answered), so that a client that got
     /// a revision from this member then reads its own write here, even serializably.
     public func waitUntilApplied(revision: Revision) async throws {
-        try await waitUntil { $0.currentRevision >= revision }
+        try await applyWaiters.wait(for: .revision(revision), timeout: configuration.requestTimeout, timeoutError: KVError.timeout)
     }
 
     /// Waits (up to the request timeout, then ``KVError/timeout``) until this member has applied log entry `index`.
     public func waitUntilApplied(index: LogIndex) async throws {
-        try await waitUntil { $0.appliedIndex >= index }
-    }
-
-    private func waitUntil(_ condition: (MVCCStore) -> Bool) async throws {
-        var waits = 0
-        let pollInterval = Duration.milliseconds(1)
-        let maxWaits = Int(configuration.requestTimeout / pollInterval)
-        while !stateMachine.withStore(condition) {
-            guard waits < maxWaits else { throw KVError.timeout }
-            waits += 1
-            try await Task.sleep(for: pollInterval)
-        }
+        try await applyWaiters.wait(for: .index(index), timeout: configuration.requestTimeout, timeoutError: KVError.timeout)
     }
 
     /// Asks this member, which must lead, to hand leadership to `target` and waits (up to the request timeout)

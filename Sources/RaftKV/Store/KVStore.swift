@@ -104,6 +104,7 @@ public final class KVStore: Sendable {
     public let authTokens: SimpleTokens
     private let watchFeed = WatchFeed()
     private let appliedSubscriber = Mutex<(@Sendable ([AppliedEntry]) -> Void)?>(nil)
+    let applyWaiters: ApplyWaiters
 
     /// Opens (creating when absent) a single-member store in `directory`.
     public static func open(directory: URL, configuration: Configuration = Configuration()) throws -> KVStore {
@@ -160,18 +161,21 @@ public final class KVStore: Sendable {
         watchHub = WatchHub(history: history, currentRevision: currentRevision, compactedRevision: compactedRevision,
                             configuration: WatchHub.Configuration(),
                             latestRevision: { [watchFeed] in watchFeed.latestRevision.load(ordering: .acquiring) })
-        stateMachine.onApplied = { [weak self, watchFeed, stateMachine, authTokens] applied in
+        applyWaiters = ApplyWaiters(revision: currentRevision, index: stateMachine.appliedIndex)
+        stateMachine.onApplied = { [weak self, watchFeed, stateMachine, authTokens, applyWaiters] applied in
             // Before the proposer hears back, so that a token is valid here the moment its client gets it.
             for entry in applied {
                 if case .success(.auth(let change)) = entry.result { authTokens.follow(change) }
             }
-            let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
+            let (current, compacted, index) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision, $0.appliedIndex) }
             watchFeed.enqueue(.applied(applied, compactedRevision: compacted), storeRevision: current)
+            applyWaiters.applied(revision: current, index: index)
             self?.appliedSubscriber.withLock { $0 }?(applied)
         }
-        stateMachine.onRestored = { [watchFeed, stateMachine] _ in
-            let (current, compacted) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision) }
+        stateMachine.onRestored = { [watchFeed, stateMachine, applyWaiters] _ in
+            let (current, compacted, index) = stateMachine.withStore { ($0.currentRevision, $0.compactedRevision, $0.appliedIndex) }
             watchFeed.enqueue(.restored(currentRevision: current, compactedRevision: compacted), storeRevision: current)
+            applyWaiters.applied(revision: current, index: index)
         }
         leaseManager.reset(to: try stateMachine.withStore { try $0.leases() })
         stateMachine.setLeaseObservers(changes: { [leaseManager] in leaseManager.apply($0) },
