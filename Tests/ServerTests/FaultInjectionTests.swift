@@ -22,31 +22,57 @@ final class FaultInjectionTests: XCTestCase {
     static let environment = ProcessInfo.processInfo.environment
     static let defaultSeeds: [UInt64] = [1, 2]
 
-    static func replay(_ seed: UInt64) -> String {
-        "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests"
+    static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes) -> String {
+        "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests/\(testName(mix))"
+    }
+
+    static func testName(_ mix: FaultSchedule.Mix) -> String {
+        switch mix {
+        case .processes: "testLinearizableUnderCrashesAndPauses"
+        case .network: "testLinearizableUnderNetworkFaults"
+        case .membership: "testLinearizableUnderMembershipAndLeadershipChanges"
+        }
+    }
+
+    /// The seeds to run: `FAULT_SEED`, else 1...`FAULT_SOAK`, else `defaults`.
+    static func seeds(defaults: [UInt64]) -> [UInt64] {
+        if let listed = environment["FAULT_SEED"]?.split(separator: ",").compactMap({ UInt64($0) }), !listed.isEmpty {
+            return listed
+        }
+        if let soak = environment["FAULT_SOAK"].flatMap(UInt64.init), soak > 0 { return Array(1...soak) }
+        return defaults
     }
 
     func testLinearizableUnderCrashesAndPauses() async throws {
-        let seeds: [UInt64]
-        if let listed = Self.environment["FAULT_SEED"]?.split(separator: ",").compactMap({ UInt64($0) }),
-           !listed.isEmpty {
-            seeds = listed
-        } else if let soak = Self.environment["FAULT_SOAK"].flatMap(UInt64.init), soak > 0 {
-            seeds = Array(1...soak)
-        } else {
-            seeds = Self.defaultSeeds
-        }
+        try await runSchedules(.processes, defaultSeeds: Self.defaultSeeds)
+    }
+
+    /// Partitions (refused or stalled links, one member or one leader–follower pair), delays and connections cut
+    /// mid-stream on the peer links, through ``PeerNetwork``'s proxies; some kills.
+    func testLinearizableUnderNetworkFaults() async throws {
+        try await runSchedules(.network, defaultSeeds: [1, 2])
+    }
+
+    /// MoveLeader, MemberRemove + MemberAdd of an emptied member, a paused follower caught up by snapshot; some
+    /// kills. Seed 3's schedule has each kind.
+    func testLinearizableUnderMembershipAndLeadershipChanges() async throws {
+        try await runSchedules(.membership, defaultSeeds: [3])
+    }
+
+    private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64]) async throws {
+        let seeds = Self.seeds(defaults: defaultSeeds)
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
         let staleReads = Self.environment["FAULT_STALE_READS"] == "1"
         var totals = FaultRun.Figures()
         for seed in seeds {
             var run = FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000)
+            run.mix = mix
             run.serializableReads = staleReads
             run.clientCount = Self.environment["FAULT_CLIENTS"].flatMap(Int.init) ?? run.clientCount
             let figures = try await run.run()
             totals.add(figures)
         }
-        print("fault injection\(staleReads ? " (serializable reads)" : ""): \(seeds.count) schedules: \(totals)")
+        print("fault injection (\(mix))\(staleReads ? " (serializable reads)" : ""): \(seeds.count) schedules: \(totals)")
         if staleReads {
             XCTAssertGreaterThan(totals.violations, 0, "serializable reads under faults were never caught as stale")
         }
@@ -57,6 +83,7 @@ final class FaultInjectionTests: XCTestCase {
 struct FaultRun {
     var seed: UInt64
     var workloadMilliseconds: Int
+    var mix = FaultSchedule.Mix.processes
     var clientCount = 4
     /// The negative control: violations are expected and counted, not failures.
     var serializableReads = false
@@ -86,12 +113,14 @@ struct FaultRun {
     }
 
     func run(file: StaticString = #filePath, line: UInt = #line) async throws -> Figures {
-        let replay = FaultInjectionTests.replay(seed)
-        let cluster = try TestCluster(size: 3)
+        let replay = FaultInjectionTests.replay(seed, mix)
+        let cluster = try TestCluster(size: 3, proxiedPeers: mix != .processes)
+        // Small enough that the snapshot catch-up fault makes the leader snapshot and compact its log.
+        if mix == .membership { cluster.extraFlags += ["--snapshot-count", "100"] }
         try cluster.startAll()
         try cluster.waitHealthy()
         let control = ClusterControl(cluster)
-        let schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3)
+        let schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3, mix: mix)
         print("fault run seed=\(seed) (replay: \(replay)); data in \(cluster.root.path)\n  schedule: \(schedule)")
 
         let recorder = HistoryRecorder()
@@ -151,6 +180,14 @@ struct FaultRun {
         figures.unknownOutcomes = history.operations.filter { $0.outcome == .unknown }.count
         figures.faults = faultLog.count
         print("  faults: \(faultLog.joined(separator: "; "))")
+        if let network = cluster.peerNetwork { print("  peer network: \(network.statistics)") }
+        let failedSteps = faultLog.filter { $0.contains("FAILED") }
+        XCTAssertEqual(failedSteps, [], "seed=\(seed) replay: \(replay): fault steps failed", file: file, line: line)
+        print("  leader transfers \(control.leaderTransfers), members re-added \(control.membersReAdded), "
+            + "snapshot catch-ups \(control.snapshotCatchUps) (snapshot installed in \(control.snapshotsInstalled))")
+        XCTAssertEqual(control.snapshotsInstalled, control.snapshotCatchUps,
+                       "seed=\(seed) replay: \(replay): a member paused past the leader's snapshot caught up without installing one",
+                       file: file, line: line)
 
         // A violated history makes the search explore widely before it gives up: keep a failing run short.
         let report = LinearizabilityChecker(stepBudgetPerKey: 300_000).check(history)
@@ -283,14 +320,245 @@ final class ClusterControl: @unchecked Sendable {
                 }
                 log.append("at \(at) ms kill -9 every member, restarted after \(down) ms"
                     + (failed.isEmpty ? "" : " (restart FAILED for \(failed))"))
+            case .isolate(let member, let mode, let length):
+                let target = await resolve(member, clients: clients)
+                let others = cluster.members.indices.filter { $0 != target.index }
+                network.isolate(target.index, from: others, mode: mode)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms isolated \(target.name) (\(mode)) for \(length) ms")
+            case .partitionFromLeader(let offset, let mode, let length):
+                let leader = await resolve(nil, clients: clients)
+                let other = (leader.index + offset) % cluster.members.count
+                network.partition([.init(from: leader.index, to: other), .init(from: other, to: leader.index)], mode: mode)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms partitioned \(leader.name) from member \(other) (\(mode)) for \(length) ms")
+            case .delay(let member, let delay, let length):
+                let target = await resolve(member, clients: clients)
+                let links = cluster.members.indices.filter { $0 != target.index }.flatMap {
+                    [PeerNetwork.Link(from: target.index, to: $0), PeerNetwork.Link(from: $0, to: target.index)]
+                }
+                network.delay(Set(links), milliseconds: delay)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms delayed \(target.name)'s peer links by \(delay) ms for \(length) ms")
+            case .cutConnections(let times, let interval):
+                for _ in 0..<times {
+                    network.cutAll()
+                    try? await Task.sleep(for: .milliseconds(interval))
+                }
+                log.append("at \(at) ms cut every peer connection \(times) times, \(interval) ms apart")
+            case .moveLeader(let offset):
+                log.append("at \(at) ms " + (await moveLeader(offset: offset, clients: clients)))
+            case .removeAndReAdd(let member):
+                let target = await resolve(member, clients: clients)
+                log.append("at \(at) ms " + (await removeAndReAdd(target, clients: clients)))
+            case .snapshotCatchUp(let offset):
+                log.append("at \(at) ms " + (await snapshotCatchUp(offset: offset, clients: clients)))
             }
         }
         return log
     }
 
+    private var network: PeerNetwork {
+        guard let network = cluster.peerNetwork else { preconditionFailure("network faults need a proxied cluster") }
+        return network
+    }
+
+    /// Leader transfers that succeeded; snapshot catch-ups run and those that ended with the member installing a
+    /// snapshot (read by the run's checks).
+    private(set) var leaderTransfers = 0
+    private(set) var snapshotCatchUps = 0
+    private(set) var snapshotsInstalled = 0
+    private(set) var membersReAdded = 0
+
+    private static func options(_ timeout: Duration) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        return options
+    }
+
+    /// Each answering member's (index, member ID, leader ID), by Status.
+    private func statuses(_ clients: [EtcdClient]) async -> [(index: Int, id: UInt64, leader: UInt64)] {
+        var result: [(Int, UInt64, UInt64)] = []
+        for (index, client) in clients.enumerated() {
+            guard let status = try? await Etcdserverpb_Maintenance.Client(wrapping: client)
+                .status(Etcdserverpb_StatusRequest(), options: Self.options(.milliseconds(500))) else { continue }
+            result.append((index, status.header.memberID, status.leader))
+        }
+        return result
+    }
+
+    private func moveLeader(offset: Int, clients: [EtcdClient]) async -> String {
+        let known = await statuses(clients)
+        guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
+              let leader = known.first(where: { $0.id == leaderID }) else { return "move leader skipped: no leader known" }
+        let targetIndex = (leader.index + offset) % clients.count
+        guard let target = known.first(where: { $0.index == targetIndex }) else {
+            return "move leader skipped: member \(targetIndex) did not answer Status"
+        }
+        var request = Etcdserverpb_MoveLeaderRequest()
+        request.targetID = target.id
+        do {
+            _ = try await Etcdserverpb_Maintenance.Client(wrapping: clients[leader.index])
+                .moveLeader(request, options: Self.options(.seconds(5)))
+            lock.withLock { leaderTransfers += 1 }
+            return "moved the leader from member \(leader.index) to member \(targetIndex)"
+        } catch {
+            return "move leader from member \(leader.index) to member \(targetIndex) refused: \(error)"
+        }
+    }
+
+    /// MemberRemove, wipe, MemberAdd, start with `--initial-cluster-state existing`. Every step is bounded; a step
+    /// that does not succeed is reported with "FAILED", which fails the run.
+    private func removeAndReAdd(_ target: (index: Int, name: String), clients: [EtcdClient]) async -> String {
+        let others = clients.indices.filter { $0 != target.index }
+        let (name, peerURL) = lock.withLock { (cluster.members[target.index].name, cluster.members[target.index].advertisedPeerURL) }
+        func memberID() async -> UInt64? {
+            for attempt in 0..<20 {
+                let client = Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                if let list = try? await client.memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(2))) {
+                    return list.members.first(where: { $0.peerUrls.contains(peerURL) })?.id
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return nil
+        }
+        guard let oldID = await memberID() else { return "remove \(target.name) FAILED: no member list" }
+        var removed = false
+        for attempt in 0..<20 where !removed {
+            var request = Etcdserverpb_MemberRemoveRequest()
+            request.id = oldID
+            do {
+                _ = try await Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                    .memberRemove(request, options: Self.options(.seconds(3)))
+                removed = true
+            } catch {
+                // An earlier attempt may have been applied though its answer was lost.
+                if "\(error)".contains("member not found") { removed = true } else {
+                    try? await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+        guard removed else { return "remove \(target.name) FAILED" }
+        // A removed member stops by itself; give it a moment, then make sure.
+        var exitedAlone = false
+        for _ in 0..<30 {
+            if lock.withLock({ cluster.members[target.index].process?.isRunning != true }) { exitedAlone = true; break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        lock.withLock {
+            cluster.kill(target.index)
+            paused.remove(target.index)
+            try? FileManager.default.removeItem(at: cluster.dataDirectory(target.index))
+        }
+        var added: Etcdserverpb_MemberAddResponse?
+        for attempt in 0..<20 where added == nil {
+            var request = Etcdserverpb_MemberAddRequest()
+            request.peerUrls = [peerURL]
+            added = try? await Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                .memberAdd(request, options: Self.options(.seconds(3)))
+            if added == nil {
+                // An earlier attempt may have been applied though its answer was lost.
+                if await memberID() != nil, let list = try? await Etcdserverpb_Cluster.Client(wrapping: clients[others[0]])
+                    .memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(2))),
+                   let mine = list.members.first(where: { $0.peerUrls.contains(peerURL) }) {
+                    var response = Etcdserverpb_MemberAddResponse()
+                    response.member = mine
+                    response.members = list.members
+                    added = response
+                } else {
+                    try? await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+        guard let added else { return "removed \(target.name), re-add FAILED" }
+        let initialCluster = added.members.compactMap { member -> String? in
+            let memberName = member.id == added.member.id ? name : member.name
+            guard !memberName.isEmpty, !member.peerUrls.isEmpty else { return nil }
+            return member.peerUrls.map { "\(memberName)=\($0)" }.joined(separator: ",")
+        }.joined(separator: ",")
+        let started = lock.withLock {
+            (try? cluster.start(target.index, state: "existing", initialCluster: initialCluster)) != nil
+        }
+        if started { lock.withLock { membersReAdded += 1 } }
+        return "removed \(target.name) (ID \(String(oldID, radix: 16))\(exitedAlone ? ", it stopped by itself" : ", killed")), "
+            + "re-added empty as \(String(added.member.id, radix: 16))\(started ? "" : " (start FAILED)")"
+    }
+
+    /// Pauses a follower and cuts its peer links, writes until the leader must have snapshotted and compacted its log past it (failed
+    /// compare-and-put transactions: large log entries that leave the state as it was, since a snapshot waits
+    /// until the log since the last one is as large as the state), resumes it, and waits for it to log that it
+    /// installed a snapshot.
+    private func snapshotCatchUp(offset: Int, clients: [EtcdClient]) async -> String {
+        let known = await statuses(clients)
+        guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
+              let leader = known.first(where: { $0.id == leaderID }) else { return "snapshot catch-up skipped: no leader known" }
+        let target = (leader.index + offset) % clients.count
+        let marker = "installed snapshot at"
+        let before = lock.withLock { cluster.log(target).components(separatedBy: marker).count }
+        // Cut off first, then frozen: appends already in its socket buffers would otherwise catch it up.
+        let others = clients.indices.filter { $0 != target }
+        network.isolate(target, from: others, mode: .refuse)
+        try? await Task.sleep(for: .milliseconds(100))
+        lock.withLock { cluster.pause(target); paused.insert(target) }
+        let stateBytes = (try? await Etcdserverpb_Maintenance.Client(wrapping: clients[leader.index])
+            .status(Etcdserverpb_StatusRequest(), options: Self.options(.seconds(1))).dbSizeInUse) ?? 1 << 20
+        // One at a time, so that each is one append to the follower: the leader sends at most 256 (its inflight
+        // window) to a follower that does not answer, and those wait in its queue to be delivered on resume. 420
+        // entries leave the follower behind the leader's log, which after a snapshot keeps 50 entries
+        // (--snapshot-count 100 / 2).
+        let entries = 420
+        let valueBytes = min(512 << 10, max(4 << 10, Int(Double(stateBytes) * 1.5) / entries))
+        let leaderClient = clients[leader.index]
+        let written = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<1 {
+                group.addTask {
+                    var done = 0
+                    for _ in 0..<entries {
+                        var compare = Etcdserverpb_Compare()
+                        compare.key = Data("/snap/filler".utf8)
+                        compare.target = .value
+                        compare.result = .equal
+                        compare.value = Data("never".utf8)
+                        var put = Etcdserverpb_PutRequest()
+                        put.key = Data("/snap/filler".utf8)
+                        put.value = Data(repeating: UInt8(65 + worker), count: valueBytes)
+                        var operation = Etcdserverpb_RequestOp()
+                        operation.requestPut = put
+                        var request = Etcdserverpb_TxnRequest()
+                        request.compare = [compare]
+                        request.success = [operation]
+                        if (try? await Etcdserverpb_KV.Client(wrapping: leaderClient)
+                            .txn(request, options: Self.options(.seconds(3)))) != nil { done += 1 }
+                    }
+                    return done
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        // The leader snapshots in the background.
+        try? await Task.sleep(for: .milliseconds(500))
+        network.heal()
+        lock.withLock { cluster.resume(target); paused.remove(target) }
+        var installed = false
+        for _ in 0..<50 where !installed {
+            try? await Task.sleep(for: .milliseconds(200))
+            installed = lock.withLock { cluster.log(target).components(separatedBy: marker).count } > before
+        }
+        lock.withLock {
+            snapshotCatchUps += 1
+            if installed { snapshotsInstalled += 1 }
+        }
+        return "paused member \(target), wrote \(written) of \(entries) transactions of \(valueBytes) bytes "
+            + "(state \(stateBytes) bytes), resumed: \(installed ? "it installed a snapshot" : "NO snapshot installed")"
+    }
+
     /// Resumes every paused member and restarts every killed one.
     func healAll() {
         lock.withLock {
+            cluster.peerNetwork?.heal()
             for index in paused { cluster.resume(index) }
             for index in killed { try? cluster.start(index) }
             paused = []
