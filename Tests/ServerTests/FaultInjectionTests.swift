@@ -59,6 +59,29 @@ final class FaultInjectionTests: XCTestCase {
         try await runSchedules(.membership, defaultSeeds: [3])
     }
 
+    /// Each failure point (`KVSERVER_FAILPOINTS`, Sources/RaftKV/Node/FailPoints.swift) kills one member under
+    /// load (the leader, when the transfer to it is in time, for the log and apply points; a follower made to lag
+    /// past the leader's snapshot for the snapshot-install points); it restarts, and the usual checks must hold:
+    /// no acknowledged write lost, none applied twice (HashKV equal, history linearizable). `FAULT_FAILPOINT=name`
+    /// runs one.
+    func testCrashAtEachFailurePoint() async throws {
+        let points: [(name: String, hit: Int, viaSnapshot: Bool)] = [
+            ("log-before-fsync", 80, false), ("log-after-fsync", 80, false),
+            ("apply-before-commit", 60, false), ("apply-after-commit", 60, false),
+            ("snapshot-install-before-record", 1, true), ("snapshot-install-before-restore", 1, true),
+        ]
+        let chosen = Self.environment["FAULT_FAILPOINT"].map { name in points.filter { $0.name == name } } ?? points
+        XCTAssertFalse(chosen.isEmpty, "FAULT_FAILPOINT names no known point")
+        let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 6
+        var totals = FaultRun.Figures()
+        for (offset, point) in chosen.enumerated() {
+            var run = FaultRun(seed: UInt64(offset + 1), workloadMilliseconds: seconds * 1_000)
+            run.failPoint = (point.name, point.hit, point.viaSnapshot ? 2 : 1, point.viaSnapshot)
+            totals.add(try await run.run())
+        }
+        print("failure points: \(chosen.count) crashes: \(totals)")
+    }
+
     private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64]) async throws {
         let seeds = Self.seeds(defaults: defaultSeeds)
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
@@ -84,6 +107,9 @@ struct FaultRun {
     var seed: UInt64
     var workloadMilliseconds: Int
     var mix = FaultSchedule.Mix.processes
+    /// Instead of a seeded schedule: `member` runs with `KVSERVER_FAILPOINTS=name:hit` and must die there (after
+    /// being made to lag past a snapshot, for the snapshot points); it is then restarted disarmed.
+    var failPoint: (name: String, hit: Int, member: Int, viaSnapshot: Bool)?
     var clientCount = 4
     /// The negative control: violations are expected and counted, not failures.
     var serializableReads = false
@@ -113,14 +139,27 @@ struct FaultRun {
     }
 
     func run(file: StaticString = #filePath, line: UInt = #line) async throws -> Figures {
-        let replay = FaultInjectionTests.replay(seed, mix)
-        let cluster = try TestCluster(size: 3, proxiedPeers: mix != .processes)
+        let replay = failPoint.map { "FAULT_FAILPOINT=\($0.name) swift test --filter ServerTests.FaultInjectionTests/testCrashAtEachFailurePoint" }
+            ?? FaultInjectionTests.replay(seed, mix)
+        let cluster = try TestCluster(size: 3, proxiedPeers: mix != .processes || failPoint != nil)
         // Small enough that the snapshot catch-up fault makes the leader snapshot and compact its log.
-        if mix == .membership { cluster.extraFlags += ["--snapshot-count", "100"] }
+        if mix == .membership || failPoint != nil { cluster.extraFlags += ["--snapshot-count", "100"] }
+        if let failPoint {
+            cluster.memberEnvironment[failPoint.member] = ["KVSERVER_FAILPOINTS": "\(failPoint.name):\(failPoint.hit)"]
+        }
         try cluster.startAll()
         try cluster.waitHealthy()
         let control = ClusterControl(cluster)
-        let schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3, mix: mix)
+        let schedule: FaultSchedule
+        if let failPoint {
+            let crash = FaultSchedule.Fault.awaitFailPointCrash(member: failPoint.member, point: failPoint.name,
+                                                                viaSnapshot: failPoint.viaSnapshot)
+            // The log and apply points: the armed member leads when it dies (when the transfer is in time).
+            schedule = FaultSchedule(faults: failPoint.viaSnapshot ? [(500, crash)]
+                                        : [(200, .moveLeaderTo(member: failPoint.member)), (400, crash)])
+        } else {
+            schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3, mix: mix)
+        }
         print("fault run seed=\(seed) (replay: \(replay)); data in \(cluster.root.path)\n  schedule: \(schedule)")
 
         let recorder = HistoryRecorder()
@@ -185,6 +224,10 @@ struct FaultRun {
         XCTAssertEqual(failedSteps, [], "seed=\(seed) replay: \(replay): fault steps failed", file: file, line: line)
         print("  leader transfers \(control.leaderTransfers), members re-added \(control.membersReAdded), "
             + "snapshot catch-ups \(control.snapshotCatchUps) (snapshot installed in \(control.snapshotsInstalled))")
+        if failPoint != nil {
+            XCTAssertEqual(control.failPointCrashes, 1, "replay: \(replay): the member did not die at its failure point",
+                           file: file, line: line)
+        }
         XCTAssertEqual(control.snapshotsInstalled, control.snapshotCatchUps,
                        "seed=\(seed) replay: \(replay): a member paused past the leader's snapshot caught up without installing one",
                        file: file, line: line)
@@ -356,6 +399,14 @@ final class ClusterControl: @unchecked Sendable {
                 log.append("at \(at) ms " + (await removeAndReAdd(target, clients: clients)))
             case .snapshotCatchUp(let offset):
                 log.append("at \(at) ms " + (await snapshotCatchUp(offset: offset, clients: clients)))
+            case .moveLeaderTo(let member):
+                log.append("at \(at) ms " + (await moveLeader(offset: 0, to: member, clients: clients)))
+            case .awaitFailPointCrash(let member, let point, let viaSnapshot):
+                if viaSnapshot {
+                    log.append("at \(at) ms " + (await snapshotCatchUp(offset: 0, member: member, expectCrash: true,
+                                                                       clients: clients)))
+                }
+                log.append(await awaitCrash(member, at: point))
             }
         }
         return log
@@ -390,11 +441,13 @@ final class ClusterControl: @unchecked Sendable {
         return result
     }
 
-    private func moveLeader(offset: Int, clients: [EtcdClient]) async -> String {
+    /// Moves the leadership `offset` places on, or to `member`.
+    private func moveLeader(offset: Int, to member: Int? = nil, clients: [EtcdClient]) async -> String {
         let known = await statuses(clients)
         guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
               let leader = known.first(where: { $0.id == leaderID }) else { return "move leader skipped: no leader known" }
-        let targetIndex = (leader.index + offset) % clients.count
+        let targetIndex = member ?? (leader.index + offset) % clients.count
+        if targetIndex == leader.index { return "member \(targetIndex) is already the leader" }
         guard let target = known.first(where: { $0.index == targetIndex }) else {
             return "move leader skipped: member \(targetIndex) did not answer Status"
         }
@@ -491,11 +544,21 @@ final class ClusterControl: @unchecked Sendable {
     /// compare-and-put transactions: large log entries that leave the state as it was, since a snapshot waits
     /// until the log since the last one is as large as the state), resumes it, and waits for it to log that it
     /// installed a snapshot.
-    private func snapshotCatchUp(offset: Int, clients: [EtcdClient]) async -> String {
-        let known = await statuses(clients)
+    /// - Parameter member: the follower to pause (when the leader, the leadership moves away first); nil: the one
+    ///   `offset` places after the leader. With `expectCrash` (it is armed to die installing the snapshot) it is not
+    ///   waited for.
+    private func snapshotCatchUp(offset: Int, member: Int? = nil, expectCrash: Bool = false,
+                                 clients: [EtcdClient]) async -> String {
+        var known = await statuses(clients)
+        if let member, known.contains(where: { $0.index == member && $0.id == $0.leader }) {
+            _ = await moveLeader(offset: 0, to: (member + 1) % clients.count, clients: clients)
+            try? await Task.sleep(for: .milliseconds(500))
+            known = await statuses(clients)
+        }
         guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
               let leader = known.first(where: { $0.id == leaderID }) else { return "snapshot catch-up skipped: no leader known" }
-        let target = (leader.index + offset) % clients.count
+        let target = member ?? (leader.index + offset) % clients.count
+        guard target != leader.index else { return "snapshot catch-up skipped: member \(target) is still the leader" }
         let marker = "installed snapshot at"
         let before = lock.withLock { cluster.log(target).components(separatedBy: marker).count }
         // Cut off first, then frozen: appends already in its socket buffers would otherwise catch it up.
@@ -542,6 +605,9 @@ final class ClusterControl: @unchecked Sendable {
         try? await Task.sleep(for: .milliseconds(500))
         network.heal()
         lock.withLock { cluster.resume(target); paused.remove(target) }
+        if expectCrash {
+            return "paused member \(target), wrote \(written) of \(entries) transactions, resumed"
+        }
         var installed = false
         for _ in 0..<50 where !installed {
             try? await Task.sleep(for: .milliseconds(200))
@@ -553,6 +619,31 @@ final class ClusterControl: @unchecked Sendable {
         }
         return "paused member \(target), wrote \(written) of \(entries) transactions of \(valueBytes) bytes "
             + "(state \(stateBytes) bytes), resumed: \(installed ? "it installed a snapshot" : "NO snapshot installed")"
+    }
+
+    /// Members that stopped at their armed failure point (exit status 86, the point named in their log).
+    private(set) var failPointCrashes = 0
+
+    /// Waits (bounded) for `member` to die at failure point `point`, then restarts it disarmed.
+    private func awaitCrash(_ member: Int, at point: String) async -> String {
+        let started = monotonicNanoseconds()
+        var status: Int32?
+        for _ in 0..<150 where status == nil {
+            try? await Task.sleep(for: .milliseconds(100))
+            status = lock.withLock { cluster.members[member].process?.isRunning == false ? cluster.waitForExit(member, timeout: 1) : nil }
+        }
+        let waited = (monotonicNanoseconds() - started) / 1_000_000
+        guard let status else { return "member \(member) never reached failure point \(point) in \(waited) ms: FAILED" }
+        let named = lock.withLock { cluster.log(member).contains("failure point \(point) reached") }
+        let restarted = lock.withLock { () -> Bool in
+            cluster.memberEnvironment[member] = nil
+            return (try? cluster.start(member)) != nil
+        }
+        let expected = status == 86 && named
+        if expected { lock.withLock { failPointCrashes += 1 } }
+        return "member \(member) died at failure point \(point) after \(waited) ms of waiting (exit status \(status)"
+            + "\(named ? "" : ", point NOT named in its log")\(status == 86 ? "" : ": unexpected, FAILED")), "
+            + (restarted ? "restarted" : "restart FAILED")
     }
 
     /// Resumes every paused member and restarts every killed one.

@@ -111,8 +111,19 @@ struct ServerRuntime {
                 return
             }
         }
+        let shutdown = ShutdownSignal()
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await untilShutdown { try await store.run() } }
+            group.addTask {
+                do {
+                    try await untilShutdown { try await store.run() }
+                } catch {
+                    // A failed store (a storage write or fsync that failed, say) must end the process: the group
+                    // would rethrow the error only once its body returns, and the body waits for a shutdown.
+                    logger.critical("the store stopped: \(error); exiting")
+                    shutdown.trigger()
+                    throw error
+                }
+            }
             group.addTask { await transport.run() }
             for peerServer in peerServers { group.addTask { try await untilShutdown { try await peerServer.serve() } } }
             group.addTask { try await untilShutdown { try await grpcServer.serve() } }
@@ -149,7 +160,6 @@ struct ServerRuntime {
             }
             group.addTask { await AutoCompactor(server: server, policy: configuration.autoCompaction).run() }
 
-            let shutdown = ShutdownSignal()
             transport.onRemovedFromCluster {
                 logger.error("the member has been permanently removed from the cluster")
                 shutdown.trigger()

@@ -325,6 +325,11 @@ struct FaultSchedule: CustomStringConvertible {
         /// SIGSTOP the follower `offset` places after the leader, write enough that the leader snapshots and
         /// compacts its log past it, SIGCONT: it must install a snapshot.
         case snapshotCatchUp(offset: Int)
+        /// Makes `member` the leader (Maintenance.MoveLeader).
+        case moveLeaderTo(member: Int)
+        /// Waits for `member`, armed with failure point `point`, to die there; restarts it disarmed. With
+        /// `viaSnapshot`, first makes it lag behind the leader's snapshot as ``snapshotCatchUp(offset:)`` does.
+        case awaitFailPointCrash(member: Int, point: String, viaSnapshot: Bool)
 
         var description: String {
             switch self {
@@ -348,6 +353,11 @@ struct FaultSchedule: CustomStringConvertible {
                 "remove \(Self.name(member)) and add it back empty"
             case .snapshotCatchUp(let offset):
                 "pause the member \(offset) after the leader, write past the snapshot, resume"
+            case .moveLeaderTo(let member):
+                "move the leader to member \(member)"
+            case .awaitFailPointCrash(let member, let point, let viaSnapshot):
+                "\(viaSnapshot ? "make member \(member) lag past a snapshot, " : "")wait for member \(member) to die at "
+                    + "\(point), restart it"
             }
         }
 
@@ -356,6 +366,10 @@ struct FaultSchedule: CustomStringConvertible {
 
     /// (milliseconds after the workload starts, fault)
     var faults: [(atMilliseconds: Int, fault: Fault)]
+
+    init(faults: [(atMilliseconds: Int, fault: Fault)]) {
+        self.faults = faults
+    }
 
     init(seed: UInt64, durationMilliseconds: Int, members: Int, mix: Mix = .processes) {
         var random = SeededRandom(seed: seed)

@@ -200,7 +200,9 @@ final class PeerProxy: @unchecked Sendable {
     let member: Int
     let listenPort: Int
     let targetPort: Int
-    private unowned let network: PeerNetwork
+    // Strong: the network holds its proxies until stop(), which breaks the cycle; the accept thread may still be
+    // admitting a connection when the network is dropped.
+    private let network: PeerNetwork
     private let listener: Int32
     private let lock = NSLock()
     private var connections: [ObjectIdentifier: ProxiedConnection] = [:]
