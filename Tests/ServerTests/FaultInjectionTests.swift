@@ -21,6 +21,8 @@ import Glibc
 final class FaultInjectionTests: XCTestCase {
     static let environment = ProcessInfo.processInfo.environment
     static let defaultSeeds: [UInt64] = [1, 2]
+    static let networkSeeds: [UInt64] = [1, 3]
+    static let membershipSeeds: [UInt64] = [1]
 
     static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes) -> String {
         "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests/\(testName(mix))"
@@ -50,13 +52,13 @@ final class FaultInjectionTests: XCTestCase {
     /// Partitions (refused or stalled links, one member or one leader–follower pair), delays and connections cut
     /// mid-stream on the peer links, through ``PeerNetwork``'s proxies; some kills.
     func testLinearizableUnderNetworkFaults() async throws {
-        try await runSchedules(.network, defaultSeeds: [1, 2])
+        try await runSchedules(.network, defaultSeeds: Self.networkSeeds)
     }
 
     /// MoveLeader, MemberRemove + MemberAdd of an emptied member, a paused follower caught up by snapshot; some
-    /// kills. Seed 3's schedule has each kind.
+    /// kills.
     func testLinearizableUnderMembershipAndLeadershipChanges() async throws {
-        try await runSchedules(.membership, defaultSeeds: [3])
+        try await runSchedules(.membership, defaultSeeds: Self.membershipSeeds)
     }
 
     /// Each failure point (`KVSERVER_FAILPOINTS`, Sources/RaftKV/Node/FailPoints.swift) kills one member under
@@ -80,6 +82,75 @@ final class FaultInjectionTests: XCTestCase {
             totals.add(try await run.run())
         }
         print("failure points: \(chosen.count) crashes: \(totals)")
+    }
+
+    /// The default seeds of each schedule test draw every fault kind of their mix, so CI exercises them all.
+    func testDefaultSchedulesCoverEveryFaultKind() {
+        func kinds(_ mix: FaultSchedule.Mix, _ seeds: [UInt64]) -> Set<String> {
+            Set(seeds.flatMap { seed in
+                FaultSchedule(seed: seed, durationMilliseconds: 8_000, members: 3, mix: mix).faults.map {
+                    String("\($0.fault)".prefix(while: { $0 != " " }))
+                }
+            })
+        }
+        XCTAssertEqual(kinds(.network, Self.networkSeeds), ["isolate", "partition", "delay", "cut", "kill"])
+        XCTAssertEqual(kinds(.membership, Self.membershipSeeds).intersection(["move", "remove", "pause"]),
+                       ["move", "remove", "pause"])
+        for seed in UInt64(1)...4 {
+            print("seed \(seed): network \(kinds(.network, [seed]).sorted()), membership \(kinds(.membership, [seed]).sorted())")
+        }
+    }
+
+    /// The proxies do cut a member off: the leader, isolated, is replaced; healed, all agree on one leader again.
+    func testIsolatedLeaderIsReplacedAndRejoinsThroughThePeerProxies() async throws {
+        let cluster = try TestCluster(size: 3, proxiedPeers: true)
+        try cluster.startAll()
+        try cluster.waitHealthy()
+        let ports = cluster.members.map(\.clientPort)
+        func leaders() async -> [UInt64?] {
+            var result: [UInt64?] = []
+            for port in ports {
+                let status = try? await DiskFaultTests.withClient(port: port) { client in
+                    var options = CallOptions.defaults
+                    options.timeout = .seconds(1)
+                    return try? await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest(), options: options)
+                }
+                result.append(status.flatMap { $0 }.map { ($0.header.memberID, $0.leader) }.map { $0.1 })
+            }
+            return result
+        }
+        func memberIDs() async -> [UInt64?] {
+            var result: [UInt64?] = []
+            for port in ports {
+                let status = try? await DiskFaultTests.withClient(port: port) { client in
+                    try? await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())
+                }
+                result.append(status.flatMap { $0 }?.header.memberID)
+            }
+            return result
+        }
+        let ids = await memberIDs()
+        guard let oldLeader = await leaders().compactMap({ $0 }).first(where: { $0 != 0 }),
+              let leaderIndex = ids.firstIndex(of: oldLeader) else { return XCTFail("no leader") }
+        let network = try XCTUnwrap(cluster.peerNetwork)
+        network.isolate(leaderIndex, from: cluster.members.indices.filter { $0 != leaderIndex }, mode: .refuse)
+        var replaced = false
+        for _ in 0..<50 where !replaced {
+            try await Task.sleep(for: .milliseconds(200))
+            let seen = await leaders()
+            replaced = seen.indices.contains { $0 != leaderIndex && seen[$0] != nil && seen[$0] != 0 && seen[$0] != oldLeader }
+        }
+        XCTAssertTrue(replaced, "the other members never elected a new leader while the leader was isolated")
+        network.heal()
+        var agreed = false
+        for _ in 0..<50 where !agreed {
+            try await Task.sleep(for: .milliseconds(200))
+            let seen = await leaders()
+            agreed = !seen.contains(nil) && Set(seen).count == 1 && seen[0] != 0
+        }
+        XCTAssertTrue(agreed, "after healing, the members do not agree on one leader")
+        print("peer proxies: \(network.statistics)")
+        try cluster.waitHealthy()
     }
 
     private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64]) async throws {
