@@ -1080,7 +1080,8 @@ extension MalformedInputTests {
             case .success: label = "ok"
             case .failure(let error as RPCError):
                 // Which payloads make the server drop the connection rather than answer.
-                label = "\(error.code)" + (error.code == .unavailable || error.code == .unknown ? " (\(kind))" : "")
+                label = "\(error.code)" + (error.code == .unavailable ? " (\(kind))" : "")
+                    + (error.code == .unknown ? " (\(name): \(error.message.prefix(80)))" : "")
                 XCTAssertNotEqual(error.code, RPCError.Code.deadlineExceeded, "\(what): no answer within 5 s")
             case .failure(let error as CancellationError) where abandonAfter != nil:
                 _ = error
