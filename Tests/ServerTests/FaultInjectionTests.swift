@@ -566,9 +566,10 @@ final class ClusterControl: @unchecked Sendable {
             }
         }
         guard removed else { return "remove \(target.name) FAILED" }
-        // A removed member stops by itself; give it a moment, then make sure.
+        // A removed member stops by itself (a leader once it applies its removal, a follower when a peer refuses
+        // it), as etcd's does.
         var exitedAlone = false
-        for _ in 0..<30 {
+        for _ in 0..<100 {
             if lock.withLock({ cluster.members[target.index].process?.isRunning != true }) { exitedAlone = true; break }
             try? await Task.sleep(for: .milliseconds(100))
         }
@@ -607,7 +608,7 @@ final class ClusterControl: @unchecked Sendable {
             (try? cluster.start(target.index, state: "existing", initialCluster: initialCluster)) != nil
         }
         if started { lock.withLock { membersReAdded += 1 } }
-        return "removed \(target.name) (ID \(String(oldID, radix: 16))\(exitedAlone ? ", it stopped by itself" : ", killed")), "
+        return "removed \(target.name) (ID \(String(oldID, radix: 16))\(exitedAlone ? ", it stopped by itself" : ", it did not stop within 10 s: FAILED")), "
             + "re-added empty as \(String(added.member.id, radix: 16))\(started ? "" : " (start FAILED)")"
     }
 

@@ -116,6 +116,12 @@ struct ServerRuntime {
             group.addTask {
                 do {
                     try await untilShutdown { try await store.run() }
+                    // The node ends on its own only when this member applied its own removal (a removed leader
+                    // always does); it then sends nothing, so no peer will ever refuse it: stop here.
+                    if !stopping.isSet {
+                        logger.error("the Raft node stopped: this member was removed from the cluster; stopping")
+                        shutdown.trigger()
+                    }
                 } catch {
                     // A failed store (a storage write or fsync that failed, say) must end the process: the group
                     // would rethrow the error only once its body returns, and the body waits for a shutdown.
