@@ -119,7 +119,7 @@ struct ServerRuntime {
                     // The node ends on its own only when this member applied its own removal (a removed leader
                     // always does); it then sends nothing, so no peer will ever refuse it: stop here.
                     if !stopping.isSet {
-                        logger.error("the Raft node stopped: this member was removed from the cluster; stopping")
+                        logger.error("the member has been permanently removed from the cluster (it applied its own removal); stopping")
                         shutdown.trigger()
                     }
                 } catch {
