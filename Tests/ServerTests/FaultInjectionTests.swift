@@ -9,12 +9,18 @@ import Glibc
 #endif
 
 /// Concurrent clients and watchers on a real 3-member cluster while members are killed (-9) and restarted, or
-/// frozen (SIGSTOP) and thawed, on a seeded schedule. Afterwards: the history is linearizable, the watch streams
-/// are ordered, complete and correct, and every member has the same HashKV at the same revision.
+/// frozen (SIGSTOP) and thawed; while peer links are partitioned, delayed and cut (``PeerNetwork``); while the
+/// leadership moves, members are removed and re-added empty, and a lagging member catches up by snapshot; or while a
+/// member dies at a named failure point (`KVSERVER_FAILPOINTS`). Afterwards: the history is linearizable, the watch
+/// streams are ordered, complete and correct, and every member has the same HashKV at the same revision.
+///
+/// One test per fault mix (see docs/reliability.md); the environment variables apply to each.
 ///
 /// `FAULT_SEED=S` replays one schedule (`FAULT_SEED=3,7` several); `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
 /// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8), `FAULT_CLIENTS=C` the number of
 /// concurrent clients (default 4).
+///
+/// `FAULT_FAILPOINT=name` runs one failure point of ``testCrashAtEachFailurePoint()``.
 ///
 /// `FAULT_STALE_READS=1` is the negative control: reads become serializable (served from a member's local state,
 /// which lags after a pause or a restart), and the run must find a linearizability violation in some schedule.
