@@ -613,9 +613,20 @@ final class ClusterControl: @unchecked Sendable {
         let started = lock.withLock {
             (try? cluster.start(target.index, state: "existing", initialCluster: initialCluster)) != nil
         }
-        if started { lock.withLock { membersReAdded += 1 } }
+        // Joined (it knows a leader) before the next fault: a fault that cut it off while it fetches the cluster's
+        // membership from its peers would make it give up, as etcd's does.
+        var joined = false
+        for _ in 0..<75 where started && !joined {
+            try? await Task.sleep(for: .milliseconds(200))
+            if lock.withLock({ cluster.members[target.index].process?.isRunning != true }) { break }
+            let status = try? await Etcdserverpb_Maintenance.Client(wrapping: clients[target.index])
+                .status(Etcdserverpb_StatusRequest(), options: Self.options(.milliseconds(500)))
+            joined = (status?.leader ?? 0) != 0
+        }
+        if joined { lock.withLock { membersReAdded += 1 } }
         return "removed \(target.name) (ID \(String(oldID, radix: 16))\(exitedAlone ? ", it stopped by itself" : ", it did not stop within 10 s: FAILED")), "
-            + "re-added empty as \(String(added.member.id, radix: 16))\(started ? "" : " (start FAILED)")"
+            + "re-added empty as \(String(added.member.id, radix: 16))"
+            + (!started ? " (start FAILED)" : joined ? ", joined" : " (did not join within 15 s: FAILED)")
     }
 
     /// Pauses a follower and cuts its peer links, writes until the leader must have snapshotted and compacted its log past it (failed
