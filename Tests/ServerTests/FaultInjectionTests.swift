@@ -605,6 +605,18 @@ final class ClusterControl: @unchecked Sendable {
             }
         }
         guard let added else { return "removed \(target.name), re-add FAILED" }
+        // Every other member must list it before it starts: it fetches the membership from one of them, and one that
+        // has not applied the MemberAdd yet makes it stop ("not in cluster"), as etcd's would.
+        for _ in 0..<25 {
+            var listed = 0
+            for other in others {
+                let list = try? await Etcdserverpb_Cluster.Client(wrapping: clients[other])
+                    .memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(1)))
+                if list?.members.contains(where: { $0.id == added.member.id }) == true { listed += 1 }
+            }
+            if listed == others.count { break }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
         let initialCluster = added.members.compactMap { member -> String? in
             let memberName = member.id == added.member.id ? name : member.name
             guard !memberName.isEmpty, !member.peerUrls.isEmpty else { return nil }
