@@ -9,44 +9,170 @@ import Glibc
 #endif
 
 /// Concurrent clients and watchers on a real 3-member cluster while members are killed (-9) and restarted, or
-/// frozen (SIGSTOP) and thawed, on a seeded schedule. Afterwards: the history is linearizable, the watch streams
-/// are ordered, complete and correct, and every member has the same HashKV at the same revision.
+/// frozen (SIGSTOP) and thawed; while peer links are partitioned, delayed and cut (``PeerNetwork``); while the
+/// leadership moves, members are removed and re-added empty, and a lagging member catches up by snapshot; or while a
+/// member dies at a named failure point (`KVSERVER_FAILPOINTS`). Afterwards: the history is linearizable, the watch
+/// streams are ordered, complete and correct, and every member has the same HashKV at the same revision.
+///
+/// One test per fault mix (see docs/reliability.md); the environment variables apply to each.
 ///
 /// `FAULT_SEED=S` replays one schedule (`FAULT_SEED=3,7` several); `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
 /// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8), `FAULT_CLIENTS=C` the number of
 /// concurrent clients (default 4).
+///
+/// `FAULT_FAILPOINT=name` runs one failure point of ``testCrashAtEachFailurePoint()``.
 ///
 /// `FAULT_STALE_READS=1` is the negative control: reads become serializable (served from a member's local state,
 /// which lags after a pause or a restart), and the run must find a linearizability violation in some schedule.
 final class FaultInjectionTests: XCTestCase {
     static let environment = ProcessInfo.processInfo.environment
     static let defaultSeeds: [UInt64] = [1, 2]
+    static let networkSeeds: [UInt64] = [1, 3]
+    static let membershipSeeds: [UInt64] = [1]
 
-    static func replay(_ seed: UInt64) -> String {
-        "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests"
+    static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes) -> String {
+        "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests/\(testName(mix))"
+    }
+
+    static func testName(_ mix: FaultSchedule.Mix) -> String {
+        switch mix {
+        case .processes: "testLinearizableUnderCrashesAndPauses"
+        case .network: "testLinearizableUnderNetworkFaults"
+        case .membership: "testLinearizableUnderMembershipAndLeadershipChanges"
+        }
+    }
+
+    /// The seeds to run: `FAULT_SEED`, else 1...`FAULT_SOAK`, else `defaults`.
+    static func seeds(defaults: [UInt64]) -> [UInt64] {
+        if let listed = environment["FAULT_SEED"]?.split(separator: ",").compactMap({ UInt64($0) }), !listed.isEmpty {
+            return listed
+        }
+        if let soak = environment["FAULT_SOAK"].flatMap(UInt64.init), soak > 0 { return Array(1...soak) }
+        return defaults
     }
 
     func testLinearizableUnderCrashesAndPauses() async throws {
-        let seeds: [UInt64]
-        if let listed = Self.environment["FAULT_SEED"]?.split(separator: ",").compactMap({ UInt64($0) }),
-           !listed.isEmpty {
-            seeds = listed
-        } else if let soak = Self.environment["FAULT_SOAK"].flatMap(UInt64.init), soak > 0 {
-            seeds = Array(1...soak)
-        } else {
-            seeds = Self.defaultSeeds
+        try await runSchedules(.processes, defaultSeeds: Self.defaultSeeds)
+    }
+
+    /// Partitions (refused or stalled links, one member or one leader–follower pair), delays and connections cut
+    /// mid-stream on the peer links, through ``PeerNetwork``'s proxies; some kills.
+    func testLinearizableUnderNetworkFaults() async throws {
+        try await runSchedules(.network, defaultSeeds: Self.networkSeeds)
+    }
+
+    /// MoveLeader, MemberRemove + MemberAdd of an emptied member, a paused follower caught up by snapshot; some
+    /// kills.
+    func testLinearizableUnderMembershipAndLeadershipChanges() async throws {
+        try await runSchedules(.membership, defaultSeeds: Self.membershipSeeds)
+    }
+
+    /// Each failure point (`KVSERVER_FAILPOINTS`, Sources/RaftKV/Node/FailPoints.swift) kills one member under
+    /// load (the leader, when the transfer to it is in time, for the log and apply points; a follower made to lag
+    /// past the leader's snapshot for the snapshot-install points); it restarts, and the usual checks must hold:
+    /// no acknowledged write lost, none applied twice (HashKV equal, history linearizable). `FAULT_FAILPOINT=name`
+    /// runs one.
+    func testCrashAtEachFailurePoint() async throws {
+        let points: [(name: String, hit: Int, viaSnapshot: Bool)] = [
+            ("log-before-fsync", 80, false), ("log-after-fsync", 80, false),
+            ("apply-before-commit", 60, false), ("apply-after-commit", 60, false),
+            ("snapshot-install-before-record", 1, true), ("snapshot-install-before-restore", 1, true),
+        ]
+        let chosen = Self.environment["FAULT_FAILPOINT"].map { name in points.filter { $0.name == name } } ?? points
+        XCTAssertFalse(chosen.isEmpty, "FAULT_FAILPOINT names no known point")
+        let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 6
+        var totals = FaultRun.Figures()
+        for (offset, point) in chosen.enumerated() {
+            var run = FaultRun(seed: UInt64(offset + 1), workloadMilliseconds: seconds * 1_000)
+            run.failPoint = (point.name, point.hit, point.viaSnapshot ? 2 : 1, point.viaSnapshot)
+            totals.add(try await run.run())
         }
+        print("failure points: \(chosen.count) crashes: \(totals)")
+    }
+
+    /// The default seeds of each schedule test draw every fault kind of their mix, so CI exercises them all.
+    func testDefaultSchedulesCoverEveryFaultKind() {
+        func kinds(_ mix: FaultSchedule.Mix, _ seeds: [UInt64]) -> Set<String> {
+            Set(seeds.flatMap { seed in
+                FaultSchedule(seed: seed, durationMilliseconds: 8_000, members: 3, mix: mix).faults.map {
+                    String("\($0.fault)".prefix(while: { $0 != " " }))
+                }
+            })
+        }
+        XCTAssertEqual(kinds(.network, Self.networkSeeds), ["isolate", "partition", "delay", "cut", "kill"])
+        XCTAssertEqual(kinds(.membership, Self.membershipSeeds).intersection(["move", "remove", "pause"]),
+                       ["move", "remove", "pause"])
+        for seed in UInt64(1)...4 {
+            print("seed \(seed): network \(kinds(.network, [seed]).sorted()), membership \(kinds(.membership, [seed]).sorted())")
+        }
+    }
+
+    /// The proxies do cut a member off: the leader, isolated, is replaced; healed, all agree on one leader again.
+    func testIsolatedLeaderIsReplacedAndRejoinsThroughThePeerProxies() async throws {
+        let cluster = try TestCluster(size: 3, proxiedPeers: true)
+        try cluster.startAll()
+        try cluster.waitHealthy()
+        let ports = cluster.members.map(\.clientPort)
+        func leaders() async -> [UInt64?] {
+            var result: [UInt64?] = []
+            for port in ports {
+                let status = try? await DiskFaultTests.withClient(port: port) { client in
+                    var options = CallOptions.defaults
+                    options.timeout = .seconds(1)
+                    return try? await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest(), options: options)
+                }
+                result.append(status.flatMap { $0 }.map { ($0.header.memberID, $0.leader) }.map { $0.1 })
+            }
+            return result
+        }
+        func memberIDs() async -> [UInt64?] {
+            var result: [UInt64?] = []
+            for port in ports {
+                let status = try? await DiskFaultTests.withClient(port: port) { client in
+                    try? await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())
+                }
+                result.append(status.flatMap { $0 }?.header.memberID)
+            }
+            return result
+        }
+        let ids = await memberIDs()
+        guard let oldLeader = await leaders().compactMap({ $0 }).first(where: { $0 != 0 }),
+              let leaderIndex = ids.firstIndex(of: oldLeader) else { return XCTFail("no leader") }
+        let network = try XCTUnwrap(cluster.peerNetwork)
+        network.isolate(leaderIndex, from: cluster.members.indices.filter { $0 != leaderIndex }, mode: .refuse)
+        var replaced = false
+        for _ in 0..<50 where !replaced {
+            try await Task.sleep(for: .milliseconds(200))
+            let seen = await leaders()
+            replaced = seen.indices.contains { $0 != leaderIndex && seen[$0] != nil && seen[$0] != 0 && seen[$0] != oldLeader }
+        }
+        XCTAssertTrue(replaced, "the other members never elected a new leader while the leader was isolated")
+        network.heal()
+        var agreed = false
+        for _ in 0..<50 where !agreed {
+            try await Task.sleep(for: .milliseconds(200))
+            let seen = await leaders()
+            agreed = !seen.contains(nil) && Set(seen).count == 1 && seen[0] != 0
+        }
+        XCTAssertTrue(agreed, "after healing, the members do not agree on one leader")
+        print("peer proxies: \(network.statistics)")
+        try cluster.waitHealthy()
+    }
+
+    private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64]) async throws {
+        let seeds = Self.seeds(defaults: defaultSeeds)
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
         let staleReads = Self.environment["FAULT_STALE_READS"] == "1"
         var totals = FaultRun.Figures()
         for seed in seeds {
             var run = FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000)
+            run.mix = mix
             run.serializableReads = staleReads
             run.clientCount = Self.environment["FAULT_CLIENTS"].flatMap(Int.init) ?? run.clientCount
             let figures = try await run.run()
             totals.add(figures)
         }
-        print("fault injection\(staleReads ? " (serializable reads)" : ""): \(seeds.count) schedules: \(totals)")
+        print("fault injection (\(mix))\(staleReads ? " (serializable reads)" : ""): \(seeds.count) schedules: \(totals)")
         if staleReads {
             XCTAssertGreaterThan(totals.violations, 0, "serializable reads under faults were never caught as stale")
         }
@@ -57,6 +183,10 @@ final class FaultInjectionTests: XCTestCase {
 struct FaultRun {
     var seed: UInt64
     var workloadMilliseconds: Int
+    var mix = FaultSchedule.Mix.processes
+    /// Instead of a seeded schedule: `member` runs with `KVSERVER_FAILPOINTS=name:hit` and must die there (after
+    /// being made to lag past a snapshot, for the snapshot points); it is then restarted disarmed.
+    var failPoint: (name: String, hit: Int, member: Int, viaSnapshot: Bool)?
     var clientCount = 4
     /// The negative control: violations are expected and counted, not failures.
     var serializableReads = false
@@ -86,12 +216,27 @@ struct FaultRun {
     }
 
     func run(file: StaticString = #filePath, line: UInt = #line) async throws -> Figures {
-        let replay = FaultInjectionTests.replay(seed)
-        let cluster = try TestCluster(size: 3)
+        let replay = failPoint.map { "FAULT_FAILPOINT=\($0.name) swift test --filter ServerTests.FaultInjectionTests/testCrashAtEachFailurePoint" }
+            ?? FaultInjectionTests.replay(seed, mix)
+        let cluster = try TestCluster(size: 3, proxiedPeers: mix != .processes || failPoint != nil)
+        // Small enough that the snapshot catch-up fault makes the leader snapshot and compact its log.
+        if mix == .membership || failPoint != nil { cluster.extraFlags += ["--snapshot-count", "100"] }
+        if let failPoint {
+            cluster.memberEnvironment[failPoint.member] = ["KVSERVER_FAILPOINTS": "\(failPoint.name):\(failPoint.hit)"]
+        }
         try cluster.startAll()
         try cluster.waitHealthy()
         let control = ClusterControl(cluster)
-        let schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3)
+        let schedule: FaultSchedule
+        if let failPoint {
+            let crash = FaultSchedule.Fault.awaitFailPointCrash(member: failPoint.member, point: failPoint.name,
+                                                                viaSnapshot: failPoint.viaSnapshot)
+            // The log and apply points: the armed member leads when it dies (when the transfer is in time).
+            schedule = FaultSchedule(faults: failPoint.viaSnapshot ? [(500, crash)]
+                                        : [(200, .moveLeaderTo(member: failPoint.member)), (400, crash)])
+        } else {
+            schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3, mix: mix)
+        }
         print("fault run seed=\(seed) (replay: \(replay)); data in \(cluster.root.path)\n  schedule: \(schedule)")
 
         let recorder = HistoryRecorder()
@@ -151,6 +296,18 @@ struct FaultRun {
         figures.unknownOutcomes = history.operations.filter { $0.outcome == .unknown }.count
         figures.faults = faultLog.count
         print("  faults: \(faultLog.joined(separator: "; "))")
+        if let network = cluster.peerNetwork { print("  peer network: \(network.statistics)") }
+        let failedSteps = faultLog.filter { $0.contains("FAILED") }
+        XCTAssertEqual(failedSteps, [], "seed=\(seed) replay: \(replay): fault steps failed", file: file, line: line)
+        print("  leader transfers \(control.leaderTransfers), members re-added \(control.membersReAdded), "
+            + "snapshot catch-ups \(control.snapshotCatchUps) (snapshot installed in \(control.snapshotsInstalled))")
+        if failPoint != nil {
+            XCTAssertEqual(control.failPointCrashes, 1, "replay: \(replay): the member did not die at its failure point",
+                           file: file, line: line)
+        }
+        XCTAssertEqual(control.snapshotsInstalled, control.snapshotCatchUps,
+                       "seed=\(seed) replay: \(replay): a member paused past the leader's snapshot caught up without installing one",
+                       file: file, line: line)
 
         // A violated history makes the search explore widely before it gives up: keep a failing run short.
         let report = LinearizabilityChecker(stepBudgetPerKey: 300_000).check(history)
@@ -283,14 +440,317 @@ final class ClusterControl: @unchecked Sendable {
                 }
                 log.append("at \(at) ms kill -9 every member, restarted after \(down) ms"
                     + (failed.isEmpty ? "" : " (restart FAILED for \(failed))"))
+            case .isolate(let member, let mode, let length):
+                let target = await resolve(member, clients: clients)
+                let others = cluster.members.indices.filter { $0 != target.index }
+                network.isolate(target.index, from: others, mode: mode)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms isolated \(target.name) (\(mode)) for \(length) ms")
+            case .partitionFromLeader(let offset, let mode, let length):
+                let leader = await resolve(nil, clients: clients)
+                let other = (leader.index + offset) % cluster.members.count
+                network.partition([.init(from: leader.index, to: other), .init(from: other, to: leader.index)], mode: mode)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms partitioned \(leader.name) from member \(other) (\(mode)) for \(length) ms")
+            case .delay(let member, let delay, let length):
+                let target = await resolve(member, clients: clients)
+                let links = cluster.members.indices.filter { $0 != target.index }.flatMap {
+                    [PeerNetwork.Link(from: target.index, to: $0), PeerNetwork.Link(from: $0, to: target.index)]
+                }
+                network.delay(Set(links), milliseconds: delay)
+                try? await Task.sleep(for: .milliseconds(length))
+                network.heal()
+                log.append("at \(at) ms delayed \(target.name)'s peer links by \(delay) ms for \(length) ms")
+            case .cutConnections(let times, let interval):
+                for _ in 0..<times {
+                    network.cutAll()
+                    try? await Task.sleep(for: .milliseconds(interval))
+                }
+                log.append("at \(at) ms cut every peer connection \(times) times, \(interval) ms apart")
+            case .moveLeader(let offset):
+                log.append("at \(at) ms " + (await moveLeader(offset: offset, clients: clients)))
+            case .removeAndReAdd(let member):
+                let target = await resolve(member, clients: clients)
+                log.append("at \(at) ms " + (await removeAndReAdd(target, clients: clients)))
+            case .snapshotCatchUp(let offset):
+                log.append("at \(at) ms " + (await snapshotCatchUp(offset: offset, clients: clients)))
+            case .moveLeaderTo(let member):
+                log.append("at \(at) ms " + (await moveLeader(offset: 0, to: member, clients: clients)))
+            case .awaitFailPointCrash(let member, let point, let viaSnapshot):
+                if viaSnapshot {
+                    log.append("at \(at) ms " + (await snapshotCatchUp(offset: 0, member: member, expectCrash: true,
+                                                                       clients: clients)))
+                }
+                log.append(await awaitCrash(member, at: point))
             }
         }
         return log
     }
 
+    private var network: PeerNetwork {
+        guard let network = cluster.peerNetwork else { preconditionFailure("network faults need a proxied cluster") }
+        return network
+    }
+
+    /// Leader transfers that succeeded; snapshot catch-ups run and those that ended with the member installing a
+    /// snapshot (read by the run's checks).
+    private(set) var leaderTransfers = 0
+    private(set) var snapshotCatchUps = 0
+    private(set) var snapshotsInstalled = 0
+    private(set) var membersReAdded = 0
+
+    private static func options(_ timeout: Duration) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        return options
+    }
+
+    /// Each answering member's (index, member ID, leader ID), by Status.
+    private func statuses(_ clients: [EtcdClient]) async -> [(index: Int, id: UInt64, leader: UInt64)] {
+        var result: [(Int, UInt64, UInt64)] = []
+        for (index, client) in clients.enumerated() {
+            guard let status = try? await Etcdserverpb_Maintenance.Client(wrapping: client)
+                .status(Etcdserverpb_StatusRequest(), options: Self.options(.milliseconds(500))) else { continue }
+            result.append((index, status.header.memberID, status.leader))
+        }
+        return result
+    }
+
+    /// Moves the leadership `offset` places on, or to `member`.
+    private func moveLeader(offset: Int, to member: Int? = nil, clients: [EtcdClient]) async -> String {
+        let known = await statuses(clients)
+        guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
+              let leader = known.first(where: { $0.id == leaderID }) else { return "move leader skipped: no leader known" }
+        let targetIndex = member ?? (leader.index + offset) % clients.count
+        if targetIndex == leader.index { return "member \(targetIndex) is already the leader" }
+        guard let target = known.first(where: { $0.index == targetIndex }) else {
+            return "move leader skipped: member \(targetIndex) did not answer Status"
+        }
+        var request = Etcdserverpb_MoveLeaderRequest()
+        request.targetID = target.id
+        do {
+            _ = try await Etcdserverpb_Maintenance.Client(wrapping: clients[leader.index])
+                .moveLeader(request, options: Self.options(.seconds(5)))
+            lock.withLock { leaderTransfers += 1 }
+            return "moved the leader from member \(leader.index) to member \(targetIndex)"
+        } catch {
+            return "move leader from member \(leader.index) to member \(targetIndex) refused: \(error)"
+        }
+    }
+
+    /// MemberRemove, wipe, MemberAdd, start with `--initial-cluster-state existing`. Every step is bounded; a step
+    /// that does not succeed is reported with "FAILED", which fails the run.
+    private func removeAndReAdd(_ target: (index: Int, name: String), clients: [EtcdClient]) async -> String {
+        let others = clients.indices.filter { $0 != target.index }
+        let (name, peerURL) = lock.withLock { (cluster.members[target.index].name, cluster.members[target.index].advertisedPeerURL) }
+        func memberID() async -> UInt64? {
+            for attempt in 0..<20 {
+                let client = Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                if let list = try? await client.memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(2))) {
+                    return list.members.first(where: { $0.peerUrls.contains(peerURL) })?.id
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return nil
+        }
+        guard let oldID = await memberID() else { return "remove \(target.name) FAILED: no member list" }
+        var removed = false
+        for attempt in 0..<20 where !removed {
+            var request = Etcdserverpb_MemberRemoveRequest()
+            request.id = oldID
+            do {
+                _ = try await Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                    .memberRemove(request, options: Self.options(.seconds(3)))
+                removed = true
+            } catch {
+                // An earlier attempt may have been applied though its answer was lost.
+                if "\(error)".contains("member not found") { removed = true } else {
+                    try? await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+        guard removed else { return "remove \(target.name) FAILED" }
+        // A removed member stops by itself (a leader once it applies its removal, a follower when a peer refuses
+        // it), as etcd's does.
+        var exitedAlone = false
+        for _ in 0..<100 {
+            if lock.withLock({ cluster.members[target.index].process?.isRunning != true }) { exitedAlone = true; break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        lock.withLock {
+            cluster.kill(target.index)
+            paused.remove(target.index)
+            try? FileManager.default.removeItem(at: cluster.dataDirectory(target.index))
+        }
+        var added: Etcdserverpb_MemberAddResponse?
+        for attempt in 0..<20 where added == nil {
+            var request = Etcdserverpb_MemberAddRequest()
+            request.peerUrls = [peerURL]
+            added = try? await Etcdserverpb_Cluster.Client(wrapping: clients[others[attempt % others.count]])
+                .memberAdd(request, options: Self.options(.seconds(3)))
+            if added == nil {
+                // An earlier attempt may have been applied though its answer was lost.
+                if await memberID() != nil, let list = try? await Etcdserverpb_Cluster.Client(wrapping: clients[others[0]])
+                    .memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(2))),
+                   let mine = list.members.first(where: { $0.peerUrls.contains(peerURL) }) {
+                    var response = Etcdserverpb_MemberAddResponse()
+                    response.member = mine
+                    response.members = list.members
+                    added = response
+                } else {
+                    try? await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+        guard let added else { return "removed \(target.name), re-add FAILED" }
+        // Every other member must list it before it starts: it fetches the membership from one of them, and one that
+        // has not applied the MemberAdd yet makes it stop ("not in cluster"), as etcd's would.
+        for _ in 0..<25 {
+            var listed = 0
+            for other in others {
+                let list = try? await Etcdserverpb_Cluster.Client(wrapping: clients[other])
+                    .memberList(Etcdserverpb_MemberListRequest(), options: Self.options(.seconds(1)))
+                if list?.members.contains(where: { $0.id == added.member.id }) == true { listed += 1 }
+            }
+            if listed == others.count { break }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        let initialCluster = added.members.compactMap { member -> String? in
+            let memberName = member.id == added.member.id ? name : member.name
+            guard !memberName.isEmpty, !member.peerUrls.isEmpty else { return nil }
+            return member.peerUrls.map { "\(memberName)=\($0)" }.joined(separator: ",")
+        }.joined(separator: ",")
+        let started = lock.withLock {
+            (try? cluster.start(target.index, state: "existing", initialCluster: initialCluster)) != nil
+        }
+        // Joined (it knows a leader) before the next fault: a fault that cut it off while it fetches the cluster's
+        // membership from its peers would make it give up, as etcd's does.
+        var joined = false
+        for _ in 0..<75 where started && !joined {
+            try? await Task.sleep(for: .milliseconds(200))
+            if lock.withLock({ cluster.members[target.index].process?.isRunning != true }) { break }
+            let status = try? await Etcdserverpb_Maintenance.Client(wrapping: clients[target.index])
+                .status(Etcdserverpb_StatusRequest(), options: Self.options(.milliseconds(500)))
+            joined = (status?.leader ?? 0) != 0
+        }
+        if joined { lock.withLock { membersReAdded += 1 } }
+        return "removed \(target.name) (ID \(String(oldID, radix: 16))\(exitedAlone ? ", it stopped by itself" : ", it did not stop within 10 s: FAILED")), "
+            + "re-added empty as \(String(added.member.id, radix: 16))"
+            + (!started ? " (start FAILED)" : joined ? ", joined" : " (did not join within 15 s: FAILED)")
+    }
+
+    /// Pauses a follower and cuts its peer links, writes until the leader must have snapshotted and compacted its log past it (failed
+    /// compare-and-put transactions: large log entries that leave the state as it was, since a snapshot waits
+    /// until the log since the last one is as large as the state), resumes it, and waits for it to log that it
+    /// installed a snapshot.
+    /// - Parameter member: the follower to pause (when the leader, the leadership moves away first); nil: the one
+    ///   `offset` places after the leader. With `expectCrash` (it is armed to die installing the snapshot) it is not
+    ///   waited for.
+    private func snapshotCatchUp(offset: Int, member: Int? = nil, expectCrash: Bool = false,
+                                 clients: [EtcdClient]) async -> String {
+        var known = await statuses(clients)
+        if let member, known.contains(where: { $0.index == member && $0.id == $0.leader }) {
+            _ = await moveLeader(offset: 0, to: (member + 1) % clients.count, clients: clients)
+            try? await Task.sleep(for: .milliseconds(500))
+            known = await statuses(clients)
+        }
+        guard let leaderID = known.first(where: { $0.leader != 0 })?.leader,
+              let leader = known.first(where: { $0.id == leaderID }) else { return "snapshot catch-up skipped: no leader known" }
+        let target = member ?? (leader.index + offset) % clients.count
+        guard target != leader.index else { return "snapshot catch-up skipped: member \(target) is still the leader" }
+        let marker = "installed snapshot at"
+        let before = lock.withLock { cluster.log(target).components(separatedBy: marker).count }
+        // Cut off first, then frozen: appends already in its socket buffers would otherwise catch it up.
+        let others = clients.indices.filter { $0 != target }
+        network.isolate(target, from: others, mode: .refuse)
+        try? await Task.sleep(for: .milliseconds(100))
+        lock.withLock { cluster.pause(target); paused.insert(target) }
+        let stateBytes = (try? await Etcdserverpb_Maintenance.Client(wrapping: clients[leader.index])
+            .status(Etcdserverpb_StatusRequest(), options: Self.options(.seconds(1))).dbSizeInUse) ?? 1 << 20
+        // One at a time, so that each is one append to the follower: the leader sends at most 256 (its inflight
+        // window) to a follower that does not answer, and those wait in its queue to be delivered on resume. 420
+        // entries leave the follower behind the leader's log, which after a snapshot keeps 50 entries
+        // (--snapshot-count 100 / 2).
+        let entries = 420
+        let valueBytes = min(512 << 10, max(4 << 10, Int(Double(stateBytes) * 1.5) / entries))
+        let leaderClient = clients[leader.index]
+        let written = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<1 {
+                group.addTask {
+                    var done = 0
+                    for _ in 0..<entries {
+                        var compare = Etcdserverpb_Compare()
+                        compare.key = Data("/snap/filler".utf8)
+                        compare.target = .value
+                        compare.result = .equal
+                        compare.value = Data("never".utf8)
+                        var put = Etcdserverpb_PutRequest()
+                        put.key = Data("/snap/filler".utf8)
+                        put.value = Data(repeating: UInt8(65 + worker), count: valueBytes)
+                        var operation = Etcdserverpb_RequestOp()
+                        operation.requestPut = put
+                        var request = Etcdserverpb_TxnRequest()
+                        request.compare = [compare]
+                        request.success = [operation]
+                        if (try? await Etcdserverpb_KV.Client(wrapping: leaderClient)
+                            .txn(request, options: Self.options(.seconds(3)))) != nil { done += 1 }
+                    }
+                    return done
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        // The leader snapshots in the background.
+        try? await Task.sleep(for: .milliseconds(500))
+        network.heal()
+        lock.withLock { cluster.resume(target); paused.remove(target) }
+        if expectCrash {
+            return "paused member \(target), wrote \(written) of \(entries) transactions, resumed"
+        }
+        var installed = false
+        for _ in 0..<50 where !installed {
+            try? await Task.sleep(for: .milliseconds(200))
+            installed = lock.withLock { cluster.log(target).components(separatedBy: marker).count } > before
+        }
+        lock.withLock {
+            snapshotCatchUps += 1
+            if installed { snapshotsInstalled += 1 }
+        }
+        return "paused member \(target), wrote \(written) of \(entries) transactions of \(valueBytes) bytes "
+            + "(state \(stateBytes) bytes), resumed: \(installed ? "it installed a snapshot" : "NO snapshot installed")"
+    }
+
+    /// Members that stopped at their armed failure point (exit status 86, the point named in their log).
+    private(set) var failPointCrashes = 0
+
+    /// Waits (bounded) for `member` to die at failure point `point`, then restarts it disarmed.
+    private func awaitCrash(_ member: Int, at point: String) async -> String {
+        let started = monotonicNanoseconds()
+        var status: Int32?
+        for _ in 0..<150 where status == nil {
+            try? await Task.sleep(for: .milliseconds(100))
+            status = lock.withLock { cluster.members[member].process?.isRunning == false ? cluster.waitForExit(member, timeout: 1) : nil }
+        }
+        let waited = (monotonicNanoseconds() - started) / 1_000_000
+        guard let status else { return "member \(member) never reached failure point \(point) in \(waited) ms: FAILED" }
+        let named = lock.withLock { cluster.log(member).contains("failure point \(point) reached") }
+        let restarted = lock.withLock { () -> Bool in
+            cluster.memberEnvironment[member] = nil
+            return (try? cluster.start(member)) != nil
+        }
+        let expected = status == 86 && named
+        if expected { lock.withLock { failPointCrashes += 1 } }
+        return "member \(member) died at failure point \(point) after \(waited) ms of waiting (exit status \(status)"
+            + "\(named ? "" : ", point NOT named in its log")\(status == 86 ? "" : ": unexpected, FAILED")), "
+            + (restarted ? "restarted" : "restart FAILED")
+    }
+
     /// Resumes every paused member and restarts every killed one.
     func healAll() {
         lock.withLock {
+            cluster.peerNetwork?.heal()
             for index in paused { cluster.resume(index) }
             for index in killed { try? cluster.start(index) }
             paused = []

@@ -2,6 +2,7 @@ import EtcdAPI
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import HistoryCheck
 import XCTest
 @testable import KVServer
 #if canImport(Glibc)
@@ -802,5 +803,302 @@ enum RawConnection {
             return Result(closed: true, received: received)  // ECONNRESET and the like
         }
         return Result(closed: false, received: received)
+    }
+}
+
+// MARK: - Seeded fuzzing of every method
+
+/// Random and mutated protobuf bytes to every etcd gRPC method, oversize payloads, nasty but well-formed requests
+/// (inverted and empty ranges, extreme limits and revisions, txns over the op limit and nested deep), and streams
+/// (Watch, LeaseKeepAlive) abandoned mid-way. Every call must end within its deadline plus a margin; afterwards the
+/// process is alive and a put and a range work.
+///
+/// `FUZZ_SEED=S` replays a run (the default seed is fixed, so CI is repeatable); `FUZZ_CALLS=N` changes the number
+/// of calls (default 400, a few seconds).
+extension MalformedInputTests {
+    enum FuzzShape: Sendable { case unary, serverStream, bidiStream }
+
+    struct FuzzMethod: Sendable {
+        var descriptor: MethodDescriptor
+        var shape: FuzzShape
+        /// Valid requests to mutate; empty for methods only ever sent garbage (those whose valid requests would
+        /// change the cluster itself: adding members, enabling auth, moving the leader, a full snapshot).
+        var templates: [[UInt8]]
+    }
+
+    static func fuzzMethods() throws -> [FuzzMethod] {
+        func method(_ service: String, _ name: String, _ shape: FuzzShape = .unary, _ templates: [[UInt8]] = []) -> FuzzMethod {
+            FuzzMethod(descriptor: MethodDescriptor(fullyQualifiedService: "etcdserverpb.\(service)", method: name),
+                       shape: shape, templates: templates)
+        }
+        var range = Etcdserverpb_RangeRequest()
+        range.key = Data("/fuzz/a".utf8)
+        range.rangeEnd = Data("/fuzz/z".utf8)
+        range.limit = 10
+        var inverted = range
+        inverted.key = Data("/fuzz/z".utf8)
+        inverted.rangeEnd = Data("/fuzz/a".utf8)
+        var extreme = range
+        extreme.limit = .max
+        extreme.revision = .max
+        var negative = range
+        negative.limit = -1
+        negative.revision = .min
+        var everything = Etcdserverpb_RangeRequest()
+        everything.key = Data([0])
+        everything.rangeEnd = Data([0])
+        everything.countOnly = true
+        var put = Etcdserverpb_PutRequest()
+        put.key = Data("/fuzz/k".utf8)
+        put.value = Data("v".utf8)
+        put.prevKv = true
+        var emptyKeyPut = put
+        emptyKeyPut.key = Data()
+        var delete = Etcdserverpb_DeleteRangeRequest()
+        delete.key = Data("/fuzz/k".utf8)
+        delete.rangeEnd = Data("/fuzz/l".utf8)
+        var compare = Etcdserverpb_Compare()
+        compare.key = Data("/fuzz/k".utf8)
+        compare.target = .mod
+        compare.result = .greater
+        compare.modRevision = 1
+        var operation = Etcdserverpb_RequestOp()
+        operation.requestPut = put
+        var txn = Etcdserverpb_TxnRequest()
+        txn.compare = [compare]
+        txn.success = [operation]
+        var rangeOperation = Etcdserverpb_RequestOp()
+        rangeOperation.requestRange = range
+        txn.failure = [rangeOperation]
+        var overLimit = Etcdserverpb_TxnRequest()
+        overLimit.success = Array(repeating: rangeOperation, count: 200)
+        var compact = Etcdserverpb_CompactionRequest()
+        compact.revision = 1
+        var grant = Etcdserverpb_LeaseGrantRequest()
+        grant.ttl = 5
+        var revoke = Etcdserverpb_LeaseRevokeRequest()
+        revoke.id = 1
+        var timeToLive = Etcdserverpb_LeaseTimeToLiveRequest()
+        timeToLive.id = 1
+        timeToLive.keys = true
+        var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
+        keepAlive.id = 1
+        var hashKV = Etcdserverpb_HashKVRequest()
+        hashKV.revision = 0
+        var alarm = Etcdserverpb_AlarmRequest()
+        alarm.action = .get
+        var authenticate = Etcdserverpb_AuthenticateRequest()
+        authenticate.name = "fuzz-user"
+        authenticate.password = "p"
+        var userAdd = Etcdserverpb_AuthUserAddRequest()
+        userAdd.name = "fuzz-user"
+        userAdd.password = "p"
+        var userGet = Etcdserverpb_AuthUserGetRequest()
+        userGet.name = "fuzz-user"
+        var userDelete = Etcdserverpb_AuthUserDeleteRequest()
+        userDelete.name = "fuzz-user"
+        var changePassword = Etcdserverpb_AuthUserChangePasswordRequest()
+        changePassword.name = "fuzz-user"
+        changePassword.password = "q"
+        var grantRole = Etcdserverpb_AuthUserGrantRoleRequest()
+        grantRole.user = "fuzz-user"
+        grantRole.role = "fuzz-role"
+        var revokeRole = Etcdserverpb_AuthUserRevokeRoleRequest()
+        revokeRole.name = "fuzz-user"
+        revokeRole.role = "fuzz-role"
+        var roleAdd = Etcdserverpb_AuthRoleAddRequest()
+        roleAdd.name = "fuzz-role"
+        var roleGet = Etcdserverpb_AuthRoleGetRequest()
+        roleGet.role = "fuzz-role"
+        var roleDelete = Etcdserverpb_AuthRoleDeleteRequest()
+        roleDelete.role = "fuzz-role"
+        var permission = Authpb_Permission()
+        permission.permType = .readwrite
+        permission.key = Data("/fuzz/".utf8)
+        permission.rangeEnd = Data("/fuzz0".utf8)
+        var grantPermission = Etcdserverpb_AuthRoleGrantPermissionRequest()
+        grantPermission.name = "fuzz-role"
+        grantPermission.perm = permission
+        var revokePermission = Etcdserverpb_AuthRoleRevokePermissionRequest()
+        revokePermission.role = "fuzz-role"
+        revokePermission.key = Data("/fuzz/".utf8)
+        revokePermission.rangeEnd = Data("/fuzz0".utf8)
+        var watch = Etcdserverpb_WatchRequest()
+        var create = Etcdserverpb_WatchCreateRequest()
+        create.key = Data("/fuzz/".utf8)
+        create.rangeEnd = Data("/fuzz0".utf8)
+        create.prevKv = true
+        create.progressNotify = true
+        watch.createRequest = create
+        var cancel = Etcdserverpb_WatchRequest()
+        var cancelRequest = Etcdserverpb_WatchCancelRequest()
+        cancelRequest.watchID = 0
+        cancel.cancelRequest = cancelRequest
+        var progress = Etcdserverpb_WatchRequest()
+        progress.progressRequest = Etcdserverpb_WatchProgressRequest()
+
+        return [
+            method("KV", "Range", .unary, [try Array(range.serializedData()), try Array(inverted.serializedData()), try Array(extreme.serializedData()), try Array(negative.serializedData()),
+                                           try Array(everything.serializedData())]),
+            method("KV", "Put", .unary, [try Array(put.serializedData()), try Array(emptyKeyPut.serializedData())]),
+            method("KV", "DeleteRange", .unary, [try Array(delete.serializedData())]),
+            method("KV", "Txn", .unary, [try Array(txn.serializedData()), try Array(overLimit.serializedData()), Self.nestedTxnBytes(depth: 150)]),
+            method("KV", "Compact", .unary, [try Array(compact.serializedData())]),
+            method("Watch", "Watch", .bidiStream, [try Array(watch.serializedData()), try Array(cancel.serializedData()), try Array(progress.serializedData())]),
+            method("Lease", "LeaseGrant", .unary, [try Array(grant.serializedData())]),
+            method("Lease", "LeaseRevoke", .unary, [try Array(revoke.serializedData())]),
+            method("Lease", "LeaseKeepAlive", .bidiStream, [try Array(keepAlive.serializedData())]),
+            method("Lease", "LeaseTimeToLive", .unary, [try Array(timeToLive.serializedData())]),
+            method("Lease", "LeaseLeases", .unary, [try Array(Etcdserverpb_LeaseLeasesRequest().serializedData())]),
+            method("Cluster", "MemberAdd"), method("Cluster", "MemberRemove"), method("Cluster", "MemberUpdate"),
+            method("Cluster", "MemberPromote"),
+            method("Cluster", "MemberList", .unary, [try Array(Etcdserverpb_MemberListRequest().serializedData())]),
+            method("Maintenance", "Alarm", .unary, [try Array(alarm.serializedData())]),
+            method("Maintenance", "Status", .unary, [try Array(Etcdserverpb_StatusRequest().serializedData())]),
+            method("Maintenance", "Defragment"),
+            method("Maintenance", "Hash", .unary, [try Array(Etcdserverpb_HashRequest().serializedData())]),
+            method("Maintenance", "HashKV", .unary, [try Array(hashKV.serializedData())]),
+            method("Maintenance", "Snapshot", .serverStream),
+            method("Maintenance", "MoveLeader"),
+            method("Auth", "AuthEnable"), method("Auth", "AuthDisable"),
+            method("Auth", "AuthStatus", .unary, [try Array(Etcdserverpb_AuthStatusRequest().serializedData())]),
+            method("Auth", "Authenticate", .unary, [try Array(authenticate.serializedData())]),
+            method("Auth", "UserAdd", .unary, [try Array(userAdd.serializedData())]),
+            method("Auth", "UserGet", .unary, [try Array(userGet.serializedData())]),
+            method("Auth", "UserList", .unary, [try Array(Etcdserverpb_AuthUserListRequest().serializedData())]),
+            method("Auth", "UserDelete", .unary, [try Array(userDelete.serializedData())]),
+            method("Auth", "UserChangePassword", .unary, [try Array(changePassword.serializedData())]),
+            method("Auth", "UserGrantRole", .unary, [try Array(grantRole.serializedData())]),
+            method("Auth", "UserRevokeRole", .unary, [try Array(revokeRole.serializedData())]),
+            method("Auth", "RoleAdd", .unary, [try Array(roleAdd.serializedData())]),
+            method("Auth", "RoleGet", .unary, [try Array(roleGet.serializedData())]),
+            method("Auth", "RoleList", .unary, [try Array(Etcdserverpb_AuthRoleListRequest().serializedData())]),
+            method("Auth", "RoleDelete", .unary, [try Array(roleDelete.serializedData())]),
+            method("Auth", "RoleGrantPermission", .unary, [try Array(grantPermission.serializedData())]),
+            method("Auth", "RoleRevokePermission", .unary, [try Array(revokePermission.serializedData())]),
+        ]
+    }
+
+    /// A payload for `method`: random bytes, a mutated valid request, or (rarely) an oversize one.
+    static func fuzzPayload(_ method: FuzzMethod, using random: inout SeededRandom) -> (kind: String, bytes: [UInt8]) {
+        let roll = Int.random(in: 0..<100, using: &random)
+        if roll < 3 {
+            // Beyond the server's receive limit (--max-request-bytes + gRPC's margin).
+            return ("oversize", [UInt8](repeating: UInt8.random(in: 0...255, using: &random), count: 3 << 20))
+        }
+        if method.templates.isEmpty || roll < 35 {
+            let count = Int.random(in: 0...64, using: &random) * (Bool.random(using: &random) ? 1 : 8)
+            return ("random", (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) })
+        }
+        var bytes = method.templates.randomElement(using: &random)!
+        if roll < 45 { return ("template", bytes) }
+        for _ in 0..<Int.random(in: 1...4, using: &random) {
+            let position = bytes.isEmpty ? 0 : Int.random(in: 0..<bytes.count, using: &random)
+            switch Int.random(in: 0..<5, using: &random) {
+            case 0 where !bytes.isEmpty: bytes[position] ^= UInt8(1) << UInt8.random(in: 0..<8, using: &random)
+            case 1 where !bytes.isEmpty: bytes[position] = UInt8.random(in: 0...255, using: &random)
+            case 2: bytes.insert(contentsOf: (0..<Int.random(in: 1...8, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) },
+                                 at: position)
+            case 3 where !bytes.isEmpty: bytes.removeSubrange(position..<min(bytes.count, position + Int.random(in: 1...8, using: &random)))
+            default: bytes = Array(bytes.prefix(position))
+            }
+        }
+        return ("mutated", bytes)
+    }
+
+    func testSeededFuzzOfEveryMethodLeavesTheServerServing() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let seed = environment["FUZZ_SEED"].flatMap(UInt64.init) ?? 1
+        let calls = environment["FUZZ_CALLS"].flatMap(Int.init) ?? 400
+        let replay = "FUZZ_SEED=\(seed) swift test --filter ServerTests.MalformedInputTests/testSeededFuzzOfEveryMethodLeavesTheServerServing"
+        print("gRPC fuzz: seed \(seed), \(calls) calls (replay: \(replay))")
+        let methods = try Self.fuzzMethods()
+        var random = SeededRandom(seed: seed)
+        var outcomes: [String: Int] = [:]
+        var perMethod: [String: Int] = [:]
+        let port = self.port
+        let started = ContinuousClock.now
+        for index in 0..<calls {
+            // Every method at least once, then at random.
+            let method = index < methods.count ? methods[index] : methods.randomElement(using: &random)!
+            let (kind, payload) = Self.fuzzPayload(method, using: &random)
+            let abandonAfter: Duration? = method.shape == .bidiStream && Bool.random(using: &random)
+                ? .milliseconds(Int.random(in: 0...50, using: &random)) : nil
+            let name = "\(method.descriptor.service.fullyQualifiedService)/\(method.descriptor.method)"
+            let what = "call \(index): \(name) with \(kind) bytes (\(payload.count))\(abandonAfter == nil ? "" : ", abandoned")"
+                + " [\(replay)]"
+            let outcome = try await bounded(seconds: 10, what) {
+                try await withRawClient(port: port) { client in
+                    let options: CallOptions = {
+                        var options = CallOptions.defaults
+                        options.timeout = .seconds(5)
+                        return options
+                    }()
+                    switch method.shape {
+                    case .unary:
+                        return try await client.unary(request: ClientRequest(message: payload), descriptor: method.descriptor,
+                                                      serializer: RawBytesCodec(), deserializer: RawBytesCodec(),
+                                                      options: options) { _ = try $0.message; return 1 }
+                    case .serverStream:
+                        return try await client.serverStreaming(request: ClientRequest(message: payload),
+                                                                descriptor: method.descriptor, serializer: RawBytesCodec(),
+                                                                deserializer: RawBytesCodec(), options: options) { response in
+                            var count = 0
+                            for try await _ in response.messages { count += 1 }
+                            return count
+                        }
+                    case .bidiStream:
+                        let request = StreamingClientRequest(of: [UInt8].self) { writer in
+                            try await writer.write(payload)
+                            try await writer.write(payload)
+                            try? await Task.sleep(for: .milliseconds(100))
+                        }
+                        return try await withThrowingTaskGroup(of: Int.self) { group in
+                            group.addTask {
+                                try await client.bidirectionalStreaming(request: request, descriptor: method.descriptor,
+                                                                        serializer: RawBytesCodec(), deserializer: RawBytesCodec(),
+                                                                        options: options) { response in
+                                    var count = 0
+                                    // A watch stays open: two answers are enough.
+                                    for try await _ in response.messages { count += 1; if count >= 2 { break } }
+                                    return count
+                                }
+                            }
+                            if let abandonAfter {
+                                // Cancelling resets the stream mid-way (RST_STREAM), as a client that vanished.
+                                try? await Task.sleep(for: abandonAfter)
+                                group.cancelAll()
+                            }
+                            defer { group.cancelAll() }
+                            return try await group.next() ?? 0
+                        }
+                    }
+                }
+            }
+            let label: String
+            switch outcome {
+            case .success: label = "ok"
+            case .failure(let error as RPCError):
+                // Which payloads make the server drop the connection rather than answer.
+                label = "\(error.code)" + (error.code == .unavailable ? " (\(kind))" : "")
+                    + (error.code == .unknown ? " (\(name): \(error.message.prefix(80)))" : "")
+                XCTAssertNotEqual(error.code, RPCError.Code.deadlineExceeded, "\(what): no answer within 5 s")
+            case .failure(let error as CancellationError) where abandonAfter != nil:
+                _ = error
+                label = "abandoned"
+            case .failure(let error):
+                label = "other error"
+                XCTFail("\(what): not a gRPC error: \(error)")
+            }
+            outcomes[label, default: 0] += 1
+            perMethod[name, default: 0] += 1
+            if index % 50 == 49 { try assertServerAlive() }
+        }
+        print("gRPC fuzz: \(calls) calls to \(perMethod.count) methods in \(started.duration(to: .now)): "
+            + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        XCTAssertEqual(perMethod.count, methods.count, "every method was called")
+        try assertServerAlive()
+        try await assertServesPutAndRange(key: "/after/fuzz")
+        XCTAssertTrue(cluster.members[0].process?.isRunning == true, "kvserver is not running after the fuzz; \(replay)")
     }
 }

@@ -1,4 +1,6 @@
+import EtcdAPI
 import Foundation
+import GRPCCore
 import XCTest
 
 /// Growing and shrinking a running cluster with the real etcdctl, as an operator would.
@@ -128,5 +130,43 @@ final class MembershipTests: XCTestCase {
                                               try XCTUnwrap(listed.split(separator: ",").first.map(String.init))],
                                              endpoints: foundersEndpoints)
         XCTAssertNotEqual(notLearner.status, 0)
+    }
+
+    /// Regression: a member that applies its own removal (the leader always does: it commits the change) stopped its
+    /// Raft node, but the process lived on without it: nothing told the server, and no peer ever refused it, since
+    /// a stopped node sends nothing. It must stop, as a removed follower does.
+    func testRemovedLeaderStopsInsteadOfLingeringWithoutItsRaftNode() async throws {
+        let cluster = try TestCluster(size: 3)
+        try cluster.startAll()
+        try cluster.waitHealthy()
+        var ids: [UInt64] = []
+        var leader: UInt64 = 0
+        for member in cluster.members {
+            let status = try await DiskFaultTests.withClient(port: member.clientPort) { client in
+                try await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())
+            }
+            ids.append(status.header.memberID)
+            if status.leader != 0 { leader = status.leader }
+        }
+        let leaderIndex = try XCTUnwrap(ids.firstIndex(of: leader), "no leader among \(ids)")
+        let other = (leaderIndex + 1) % 3
+        var removal = Etcdserverpb_MemberRemoveRequest()
+        removal.id = leader
+        let request = removal
+        _ = try await DiskFaultTests.withClient(port: cluster.members[other].clientPort) { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request)
+        }
+        let removedProcess = try XCTUnwrap(cluster.members[leaderIndex].process)
+        let deadline = Date().addingTimeInterval(15)
+        while removedProcess.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        XCTAssertFalse(removedProcess.isRunning, "the removed leader still runs:\n\(cluster.log(leaderIndex).suffix(2000))")
+        XCTAssertTrue(cluster.log(leaderIndex).contains("removed from the cluster"), String(cluster.log(leaderIndex).suffix(2000)))
+        // The other two carry on, once they have elected a leader.
+        var carriedOn = false
+        for _ in 0..<20 where !carriedOn {
+            carriedOn = try await DiskFaultTests.put(port: cluster.members[other].clientPort, key: "/after-removal", value: "1")
+            if !carriedOn { try await Task.sleep(for: .milliseconds(300)) }
+        }
+        XCTAssertTrue(carriedOn, "the remaining two members do not accept a put")
     }
 }

@@ -118,8 +118,25 @@ struct ServerRuntime {
                 throw error
             }
         }
+        let shutdown = ShutdownSignal()
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await untilShutdown { try await store.run() } }
+            group.addTask {
+                do {
+                    try await untilShutdown { try await store.run() }
+                    // The node ends on its own only when this member applied its own removal (a removed leader
+                    // always does); it then sends nothing, so no peer will ever refuse it: stop here.
+                    if !stopping.isSet {
+                        logger.error("the member has been permanently removed from the cluster (it applied its own removal); stopping")
+                        shutdown.trigger()
+                    }
+                } catch {
+                    // A failed store (a storage write or fsync that failed, say) must end the process: the group
+                    // would rethrow the error only once its body returns, and the body waits for a shutdown.
+                    logger.critical("the store stopped: \(error); exiting")
+                    shutdown.trigger()
+                    throw error
+                }
+            }
             group.addTask { await transport.run() }
             for peerServer in peerServers { group.addTask { try await untilShutdown { try await peerServer.serve() } } }
             group.addTask { try await untilShutdown { try await grpcServer.serve() } }

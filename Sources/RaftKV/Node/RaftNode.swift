@@ -290,6 +290,7 @@ public actor RaftNode {
         for chunk in ready.snapshotChunks { try storage.stageSnapshotChunk(chunk) }
         if let snapshot = ready.snapshot {
             try storage.installStagedSnapshot(snapshot)
+            try FailPoints.hit(.snapshotInstallBeforeRestore)
             guard let file = storage.snapshotFile else { preconditionFailure("an installed snapshot has a file") }
             try stateMachine.restore(from: file, index: snapshot.index)
             precondition(stateMachine.appliedIndex == snapshot.index, "state machine restored to \(stateMachine.appliedIndex), not \(snapshot.index)")

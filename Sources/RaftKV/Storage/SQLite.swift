@@ -23,6 +23,7 @@ public final class SQLiteDatabase {
         self.path = path
         var flags = readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
         if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
+        if !readOnly { try DatabaseFileCheck.refuseTruncated(path: path) }
         flags |= SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &handle, flags, nil)
         if rc != SQLITE_OK {

@@ -452,6 +452,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
         try setSynchronous(full: sync)
         let started = ContinuousClock.now
         defer { if sync { syncObserver?(ContinuousClock.now - started) } }
+        if sync { try FailPoints.hit(.logBeforeFsync) }
         try database.transaction {
             if let first = newEntries.first {
                 try database.statement("DELETE FROM entries WHERE idx >= ?").bind(1, first.index).run()
@@ -467,6 +468,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
         lastIndex = nextLastIndex
         lastTerm = nextLastTerm
         assert(memoryMatchesDatabase())
+        if sync { try FailPoints.hit(.logAfterFsync) }
     }
 
     public func stageSnapshotChunk(_ chunk: SnapshotChunk) throws {
@@ -510,6 +512,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
 
         let name = Self.snapshotFileName(metadata)
         try moveIntoSnapshotDirectory(stagedSnapshotFile, name: name)
+        try FailPoints.hit(.snapshotInstallBeforeRecord)
         self.staged = nil
         var nextHardState = hardState
         nextHardState.commit = max(hardState.commit, metadata.index)

@@ -131,7 +131,7 @@ public final class KVStore: Sendable {
         storage.syncObserver = configuration.logSyncObserver
         stateMachine = try KVStateMachine(path: memberDirectory.appendingPathComponent("kv.db").path,
                                           configuration: MVCCStore.Configuration(quotaBackendBytes: configuration.quotaBackendBytes))
-        stateMachine.withStore { $0.commitObserver = configuration.stateCommitObserver }
+        stateMachine.withStore { $0.commitObserver = configuration.stateCommitObserver; $0.failurePoint = FailPoints.applyHook }
         var leaseConfiguration = LeaseManager.Configuration()
         leaseConfiguration.checkpointInterval = configuration.leaseCheckpointInterval
         leaseManager = LeaseManager(clock: configuration.clock, configuration: leaseConfiguration)

@@ -289,6 +289,17 @@ struct Watcher: Sendable {
 
 /// A seeded schedule of faults, one at a time, each healed before the next.
 struct FaultSchedule: CustomStringConvertible {
+    /// Which faults a schedule draws from.
+    enum Mix: String, Sendable {
+        /// Process faults: kill -9, SIGSTOP, whole-cluster crash.
+        case processes
+        /// Peer-link faults through the proxies (partitions, delays, cut connections), with some kills.
+        case network
+        /// Leader transfer, member remove and re-add with an empty data dir, a lagging member caught up by
+        /// snapshot, with some kills.
+        case membership
+    }
+
     enum Fault: CustomStringConvertible {
         /// SIGKILL a member (the leader when `member` is nil), restart it after `downMilliseconds`.
         case kill(member: Int?, downMilliseconds: Int)
@@ -297,23 +308,70 @@ struct FaultSchedule: CustomStringConvertible {
         /// SIGKILL every member at once, restart them all after `downMilliseconds`: acknowledged writes must have
         /// been durable on a quorum.
         case killAll(downMilliseconds: Int)
+        /// Blocks every peer link to and from a member (the leader when nil) for `milliseconds`.
+        case isolate(member: Int?, mode: PeerNetwork.PartitionMode, milliseconds: Int)
+        /// Blocks the links between the leader and one follower (`offset` 1 or 2 places after it) both ways; both
+        /// still reach the third member.
+        case partitionFromLeader(offset: Int, mode: PeerNetwork.PartitionMode, milliseconds: Int)
+        /// Delays every chunk on every peer link to and from a member (the leader when nil).
+        case delay(member: Int?, delayMilliseconds: Int, milliseconds: Int)
+        /// Cuts every open peer connection, `times` times, `intervalMilliseconds` apart.
+        case cutConnections(times: Int, intervalMilliseconds: Int)
+        /// Maintenance.MoveLeader to the follower `offset` places after the leader.
+        case moveLeader(offset: Int)
+        /// MemberRemove a member (the leader when nil), wipe its data dir, MemberAdd it again and start it with
+        /// `--initial-cluster-state existing`.
+        case removeAndReAdd(member: Int?)
+        /// SIGSTOP the follower `offset` places after the leader, write enough that the leader snapshots and
+        /// compacts its log past it, SIGCONT: it must install a snapshot.
+        case snapshotCatchUp(offset: Int)
+        /// Makes `member` the leader (Maintenance.MoveLeader).
+        case moveLeaderTo(member: Int)
+        /// Waits for `member`, armed with failure point `point`, to die there; restarts it disarmed. With
+        /// `viaSnapshot`, first makes it lag behind the leader's snapshot as ``snapshotCatchUp(offset:)`` does.
+        case awaitFailPointCrash(member: Int, point: String, viaSnapshot: Bool)
 
         var description: String {
             switch self {
             case .kill(let member, let down):
-                "kill -9 \(member.map { "member \($0)" } ?? "the leader"), restart after \(down) ms"
+                "kill -9 \(Self.name(member)), restart after \(down) ms"
             case .pause(let member, let paused):
-                "SIGSTOP \(member.map { "member \($0)" } ?? "the leader"), SIGCONT after \(paused) ms"
+                "SIGSTOP \(Self.name(member)), SIGCONT after \(paused) ms"
             case .killAll(let down):
                 "kill -9 every member, restart after \(down) ms"
+            case .isolate(let member, let mode, let length):
+                "isolate \(Self.name(member)) (\(mode)) for \(length) ms"
+            case .partitionFromLeader(let offset, let mode, let length):
+                "partition the leader from the member \(offset) after it (\(mode)) for \(length) ms"
+            case .delay(let member, let delay, let length):
+                "delay \(Self.name(member))'s peer links by \(delay) ms for \(length) ms"
+            case .cutConnections(let times, let interval):
+                "cut every peer connection \(times) times, \(interval) ms apart"
+            case .moveLeader(let offset):
+                "move the leader to the member \(offset) after it"
+            case .removeAndReAdd(let member):
+                "remove \(Self.name(member)) and add it back empty"
+            case .snapshotCatchUp(let offset):
+                "pause the member \(offset) after the leader, write past the snapshot, resume"
+            case .moveLeaderTo(let member):
+                "move the leader to member \(member)"
+            case .awaitFailPointCrash(let member, let point, let viaSnapshot):
+                "\(viaSnapshot ? "make member \(member) lag past a snapshot, " : "")wait for member \(member) to die at "
+                    + "\(point), restart it"
             }
         }
+
+        private static func name(_ member: Int?) -> String { member.map { "member \($0)" } ?? "the leader" }
     }
 
     /// (milliseconds after the workload starts, fault)
     var faults: [(atMilliseconds: Int, fault: Fault)]
 
-    init(seed: UInt64, durationMilliseconds: Int, members: Int) {
+    init(faults: [(atMilliseconds: Int, fault: Fault)]) {
+        self.faults = faults
+    }
+
+    init(seed: UInt64, durationMilliseconds: Int, members: Int, mix: Mix = .processes) {
         var random = SeededRandom(seed: seed)
         var faults: [(Int, Fault)] = []
         var at = Int.random(in: 500...1_500, using: &random)
@@ -321,10 +379,36 @@ struct FaultSchedule: CustomStringConvertible {
             let member: Int? = Bool.random(using: &random) ? nil : Int.random(in: 0..<members, using: &random)
             let length = Int.random(in: 300...2_000, using: &random)
             let fault: Fault
-            switch Int.random(in: 0..<100, using: &random) {
-            case 0..<50: fault = .kill(member: member, downMilliseconds: length)
-            case 50..<85: fault = .pause(member: member, pausedMilliseconds: length)
-            default: fault = .killAll(downMilliseconds: length)
+            let roll = Int.random(in: 0..<100, using: &random)
+            switch mix {
+            case .processes:
+                switch roll {
+                case 0..<50: fault = .kill(member: member, downMilliseconds: length)
+                case 50..<85: fault = .pause(member: member, pausedMilliseconds: length)
+                default: fault = .killAll(downMilliseconds: length)
+                }
+            case .network:
+                let mode: PeerNetwork.PartitionMode = Bool.random(using: &random) ? .refuse : .stall
+                switch roll {
+                case 0..<30: fault = .isolate(member: member, mode: mode, milliseconds: length)
+                case 30..<50:
+                    fault = .partitionFromLeader(offset: Int.random(in: 1...2, using: &random), mode: mode,
+                                                 milliseconds: length)
+                case 50..<70:
+                    fault = .delay(member: member, delayMilliseconds: Int.random(in: 20...200, using: &random),
+                                   milliseconds: length)
+                case 70..<88:
+                    fault = .cutConnections(times: Int.random(in: 2...8, using: &random),
+                                            intervalMilliseconds: Int.random(in: 30...300, using: &random))
+                default: fault = .kill(member: member, downMilliseconds: length)
+                }
+            case .membership:
+                switch roll {
+                case 0..<30: fault = .moveLeader(offset: Int.random(in: 1...2, using: &random))
+                case 30..<60: fault = .removeAndReAdd(member: member)
+                case 60..<90: fault = .snapshotCatchUp(offset: Int.random(in: 1...2, using: &random))
+                default: fault = .kill(member: member, downMilliseconds: length)
+                }
             }
             faults.append((at, fault))
             at += length + Int.random(in: 700...2_000, using: &random)

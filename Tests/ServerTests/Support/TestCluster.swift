@@ -10,11 +10,14 @@ final class TestCluster {
         var name: String
         var clientPort: Int
         var peerPort: Int
+        /// The port peers are told to use: a ``PeerNetwork`` proxy's when the cluster has one, else `peerPort`.
+        var advertisedPeerPort: Int?
         var process: Process?
         /// "https" when the cluster runs with TLS.
         var scheme = "http"
         var clientURL: String { "\(scheme)://127.0.0.1:\(clientPort)" }
         var peerURL: String { "\(scheme)://127.0.0.1:\(peerPort)" }
+        var advertisedPeerURL: String { "\(scheme)://127.0.0.1:\(advertisedPeerPort ?? peerPort)" }
         var endpoint: String { scheme == "https" ? clientURL : "127.0.0.1:\(clientPort)" }
     }
 
@@ -51,8 +54,14 @@ final class TestCluster {
     /// ``etcdctl(_:endpoints:stdin:timeout:)`` presents `tlsClient`'s certificate.
     let tls: TLSMaterial?
     var tlsClient = "root"
+    /// Proxies on the peer links (``init(size:tls:proxiedPeers:)``), told which process each member is.
+    private(set) var peerNetwork: PeerNetwork?
+    /// Environment variables for the next ``start(_:state:initialCluster:)`` of a member (e.g. failure points).
+    var memberEnvironment: [Int: [String: String]] = [:]
 
-    init(size: Int, tls: TLSMaterial? = nil) throws {
+    /// - Parameter proxiedPeers: members advertise the port of a fault-injecting proxy (``peerNetwork``) that
+    ///   forwards to their real peer port, so tests can partition, delay and cut peer links.
+    init(size: Int, tls: TLSMaterial? = nil, proxiedPeers: Bool = false) throws {
         self.tls = tls
         root = FileManager.default.temporaryDirectory
             .appendingPathComponent("kvserver-test-\(UUID().uuidString.prefix(8))")
@@ -61,6 +70,11 @@ final class TestCluster {
         members = (0..<size).map { index in
             Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1],
                    scheme: tls == nil ? "http" : "https")
+        }
+        if proxiedPeers {
+            let proxyPorts = try Self.freePorts(count: size)
+            for index in members.indices { members[index].advertisedPeerPort = proxyPorts[index] }
+            peerNetwork = try PeerNetwork(proxyPorts: proxyPorts, peerPorts: members.map(\.peerPort))
         }
         if let tls {
             extraFlags += ["--cert-file", tls.path("server.crt"), "--key-file", tls.path("server.key"),
@@ -76,13 +90,14 @@ final class TestCluster {
 
     deinit {
         for member in members { member.process.map(Self.terminate) }
+        peerNetwork?.stop()
         // KVSERVER_TEST_KEEP=1 keeps data and logs for a look after a failure.
         if ProcessInfo.processInfo.environment["KVSERVER_TEST_KEEP"] == nil {
             try? FileManager.default.removeItem(at: root)
         }
     }
 
-    var initialCluster: String { members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",") }
+    var initialCluster: String { members.map { "\($0.name)=\($0.advertisedPeerURL)" }.joined(separator: ",") }
     var endpoints: String { members.map(\.endpoint).joined(separator: ",") }
 
     func dataDirectory(_ index: Int) -> URL { root.appendingPathComponent("\(members[index].name).etcd") }
@@ -99,7 +114,7 @@ final class TestCluster {
         process.arguments = [
             "--name", member.name, "--data-dir", dataDirectory(index).path,
             "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
-            "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
+            "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.advertisedPeerURL,
             "--initial-cluster-token", token, "--initial-cluster", initialCluster ?? self.initialCluster,
             "--initial-cluster-state", state,
         ] + extraFlags
@@ -110,8 +125,12 @@ final class TestCluster {
         log.seekToEndOfFile()
         process.standardOutput = log
         process.standardError = log
+        if let environment = memberEnvironment[index] {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         try process.run()
         members[index].process = process
+        peerNetwork?.setProcess(index, process.processIdentifier)
     }
 
     func kill(_ index: Int, signal: Int32 = SIGKILL) {
@@ -119,6 +138,20 @@ final class TestCluster {
         Glibc.kill(process.processIdentifier, signal)
         process.waitUntilExit()
         members[index].process = nil
+        peerNetwork?.setProcess(index, nil)
+    }
+
+    /// Waits (bounded) for a member's process to exit on its own; returns its exit status, nil if it still runs
+    /// (then it is left running).
+    func waitForExit(_ index: Int, timeout: TimeInterval) -> Int32? {
+        guard let process = members[index].process else { return nil }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        guard !process.isRunning else { return nil }
+        process.waitUntilExit()
+        members[index].process = nil
+        peerNetwork?.setProcess(index, nil)
+        return process.terminationStatus
     }
 
     /// Freezes a member (SIGSTOP): its sockets stay open but it answers nothing, as a process stuck in a long GC
