@@ -100,8 +100,9 @@ func buildRoot() -> CommandSpec {
     root.add(get, put, del, txn, compaction, alarm, defrag, endpoint, moveLeader, watch, version, lease, member, snapshot,
              stub("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
              stub("migrate", "Migrates keys in a v2 store to a mvcc store"),
-             stub("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
-             stub("elect <election-name> [proposal]", "Observes and participates in leader election"),
+             CommandSpec("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock", flags: lockFlags, run: runLock),
+             CommandSpec("elect <election-name> [proposal]", "Observes and participates in leader election",
+                         flags: electFlags, run: runElect),
              auth, user, role,
              stub("check <subcommand>", "commands for checking properties of the etcd cluster", [
                 stub("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint."),
