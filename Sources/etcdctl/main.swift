@@ -74,8 +74,13 @@ func buildRoot() -> CommandSpec {
                     """, run: runMemberPromote))
     let snapshot = CommandSpec("snapshot <subcommand>", "Manages etcd node snapshots")
     snapshot.add(CommandSpec("save <filename>", "Stores an etcd node backend snapshot to a given file", run: runSnapshotSave),
-                 stub("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
-                 stub("status <filename>", "Gets backend snapshot status of a given file"))
+                 CommandSpec("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory",
+                             flags: snapshotRestoreFlags, run: runSnapshotRestore),
+                 CommandSpec("status <filename>", "Gets backend snapshot status of a given file", long: """
+                    When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
+                    The items in the lists are hash, revision, total keys, total size.
+
+                    """, run: runSnapshotStatus))
     let auth = CommandSpec("auth <enable or disable>", "Enable or disable authentication")
     auth.add(CommandSpec("enable", "Enables authentication", run: runAuthEnable),
              CommandSpec("disable", "Disables authentication", run: runAuthDisable))
