@@ -103,7 +103,8 @@ func buildRoot() -> CommandSpec {
              CommandSpec("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role",
                          flags: grantPermissionFlags("revoke"), run: runRoleRevokePermission))
     root.add(get, put, del, txn, compaction, alarm, defrag, endpoint, moveLeader, watch, version, lease, member, snapshot,
-             stub("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
+             CommandSpec("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster",
+                         flags: makeMirrorFlags, run: runMakeMirror),
              stub("migrate", "Migrates keys in a v2 store to a mvcc store"),
              CommandSpec("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock", flags: lockFlags, run: runLock),
              CommandSpec("elect <election-name> [proposal]", "Observes and participates in leader election",

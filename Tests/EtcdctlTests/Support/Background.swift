@@ -35,9 +35,10 @@ final class Background: @unchecked Sendable {
     }
 
     /// etcdctl (real or ours) with `--endpoints` of `server` first, in the same environment as Server.run.
-    static func etcdctl(real: Bool, server: Server, _ args: [String]) throws -> Background {
+    static func etcdctl(real: Bool, server: Server, _ args: [String], env: [String: String] = [:]) throws -> Background {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ETCDCTL_") }
         environment["ETCDCTL_API"] = "3"
+        environment.merge(env) { $1 }
         return try Background(real ? Server.realEtcdctlPath : Server.ourEtcdctl!.path,
                               ["--endpoints=\(server.endpoint)"] + args, environment: environment)
     }
