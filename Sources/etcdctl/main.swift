@@ -111,8 +111,11 @@ func buildRoot() -> CommandSpec {
                          flags: electFlags, run: runElect),
              auth, user, role,
              stub("check <subcommand>", "commands for checking properties of the etcd cluster", [
-                stub("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint."),
-                stub("perf [options]", "Check the performance of the etcd cluster")]),
+                CommandSpec("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint.",
+                            long: "If no endpoint is provided, localhost will be used. If multiple endpoints are provided, first endpoint will be used.",
+                            flags: checkFlags("datascale", prefix: "/etcdctl-check-datascale/"), run: runCheckDatascale),
+                CommandSpec("perf [options]", "Check the performance of the etcd cluster",
+                            flags: checkFlags("performance", prefix: "/etcdctl-check-perf/"), run: runCheckPerf)]),
              CommandSpec("help [command]", "Help about any command", run: { _ in }),
              stub("completion", "Generate the autocompletion script for the specified shell", [
                 stub("bash", "Generate the autocompletion script for bash"),
