@@ -10,15 +10,23 @@ final class Background: @unchecked Sendable {
     private let lock = NSLock()
     private var stdoutData = Data()
     private var stderrData = Data()
+    private var input: Pipe?
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+    /// `keepStdin`: standard input is a pipe the test writes with ``write(_:)`` and ends with ``closeInput()``.
+    init(_ executable: String, _ arguments: [String], environment: [String: String], keepStdin: Bool = false) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        if keepStdin {
+            let pipe = Pipe()
+            input = pipe
+            process.standardInput = pipe
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
         out.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             if data.isEmpty { handle.readabilityHandler = nil }
@@ -35,13 +43,18 @@ final class Background: @unchecked Sendable {
     }
 
     /// etcdctl (real or ours) with `--endpoints` of `server` first, in the same environment as Server.run.
-    static func etcdctl(real: Bool, server: Server, _ args: [String], env: [String: String] = [:]) throws -> Background {
+    static func etcdctl(real: Bool, server: Server, _ args: [String], env: [String: String] = [:],
+                        keepStdin: Bool = false) throws -> Background {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ETCDCTL_") }
         environment["ETCDCTL_API"] = "3"
         environment.merge(env) { $1 }
         return try Background(real ? Server.realEtcdctlPath : Server.ourEtcdctl!.path,
-                              ["--endpoints=\(server.endpoint)"] + args, environment: environment)
+                              ["--endpoints=\(server.endpoint)"] + args, environment: environment, keepStdin: keepStdin)
     }
+
+    func write(_ text: String) { input?.fileHandleForWriting.write(Data(text.utf8)) }
+
+    func closeInput() { try? input?.fileHandleForWriting.close() }
 
     var stdout: String { lock.withLock { String(decoding: stdoutData, as: UTF8.self) } }
     var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
