@@ -50,4 +50,24 @@ final class EtcdctlTokenTests: XCTestCase {
         XCTAssertEqual(outputs[0].stdout, outputs[1].stdout)
         XCTAssertEqual(outputs[0].stderr, outputs[1].stderr)
     }
+
+    /// tablewriter wraps cells longer than 30 characters at spaces (and the column is then 30 wide): the error
+    /// cell of a refused sign-in in `endpoint health -w table`, in every format for good measure.
+    func testTableWrapsLongCells() throws {
+        guard let server = Self.server else {
+            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
+            return
+        }
+        for format in ["table", "simple", "json", "fields"] {
+            let args = ["--user=root:wrong", "-w", format, "endpoint", "health"]
+            let a = EtcdctlComparisonTests.normalise(try server.run(real: true, args), base: Int64.max, lease: 0)
+            let b = EtcdctlComparisonTests.normalise(try server.run(real: false, args), base: Int64.max, lease: 0)
+            XCTAssertEqual(a.status, b.status, format)
+            XCTAssertEqual(a.stdout, b.stdout, format)
+            XCTAssertEqual(a.stderr, b.stderr, format)
+            if format == "table" {
+                XCTAssertTrue(b.stdout.contains("|                 |        |      |     failed, invalid user ID or |\n"), b.stdout)
+            }
+        }
+    }
 }
