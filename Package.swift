@@ -95,6 +95,9 @@ let package = Package(
             name: "etcdctl",
             dependencies: [
                 "EtcdAPI",
+                // The state snapshot's format (snapshot status and restore) is the store's own.
+                "RaftKV",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

@@ -98,15 +98,16 @@ struct RPCFailure: Error {
 }
 
 /// The JSON warning clientv3's retry interceptor logs (zap, production config) when a unary call fails.
-func logRetryWarning(target: String, error: String) {
+func logRetryWarning(target: String, error: String, attempt: Int = 0,
+                     message: String = "retrying of unary invoker failed", callerLine: Int = 62) {
     let formatter = DateFormatter()
     formatter.locale = Locale(identifier: "en_US_POSIX")
     formatter.timeZone = TimeZone(identifier: "UTC")
     formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
     let line = GoJSON.object([
         ("level", .string("warn")), ("ts", .string(formatter.string(from: Date()))),
-        ("caller", .string("clientv3/retry_interceptor.go:62")), ("msg", .string("retrying of unary invoker failed")),
-        ("target", .string(target)), ("attempt", .int(0)), ("error", .string(error)),
+        ("caller", .string("clientv3/retry_interceptor.go:\(callerLine)")), ("msg", .string(message)),
+        ("target", .string(target))] + (callerLine == 62 ? [("attempt", .int(Int64(attempt)))] : []) + [("error", .string(error)),
     ]).text
     writeErr(line + "\n")
 }

@@ -258,7 +258,8 @@ func runEndpointHealth(_ inv: Invocation) async {
                 } catch {
                     var text = "\(error)"
                     if let failure = error as? SignInFailure {
-                        text = failure.message
+                        // The client was never made: no time taken (etcdctl's epHealth has no Took then).
+                        return EndpointHealth(endpoint: endpoint, health: false, took: "", error: failure.message)
                     } else if let failure = error as? RPCFailure {
                         logRetryWarning(target: single.target, error: failure.grpcText)
                         text = failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text

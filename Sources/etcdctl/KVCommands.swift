@@ -16,24 +16,60 @@ func unary<R: Sendable>(
     }
 }
 
-/// One unary call; a failure logs the retry interceptor's warning and gives the error as clientv3 returns it.
+/// One unary call; a failure logs the retry interceptor's warning and gives the error as clientv3 returns it. As
+/// clientv3's retry interceptor, a signed-in run whose token the server no longer knows signs in again and retries.
 func attempt<R: Sendable>(
     _ context: Context, timeout: Double?? = nil, endpoints: [String]? = nil, target: String? = nil,
     _ body: @Sendable @escaping (GRPCClient<Transport>) async throws -> R
 ) async -> Result<R, Msg> {
     let timeout: Double? = timeout ?? context.commandTimeout
-    do {
-        return .success(try await Call.withClient(context.config, endpoints: endpoints, timeout: timeout, body))
-    } catch let error as RPCError {
-        let failure = RPCFailure(error)
-        logRetryWarning(target: target ?? context.config.target, error: failure.grpcText)
-        return .failure(Msg(failure.text))
-    } catch let failure as RPCFailure {
-        logRetryWarning(target: target ?? context.config.target, error: failure.grpcText)
-        return .failure(Msg(failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text))
-    } catch {
-        return .failure(Msg("\(error)"))
+    let target = target ?? context.config.target
+    var renewed = false
+    for attemptNumber in 0..<2 {
+        do {
+            return .success(try await Call.withClient(context.config, endpoints: endpoints, timeout: timeout, body))
+        } catch let error as RPCError {
+            let failure = RPCFailure(error)
+            logRetryWarning(target: target, error: failure.grpcText, attempt: attemptNumber)
+            if !renewed && context.config.credentials != nil && shouldRefreshToken(failure.message) {
+                renewed = true
+                context.config.session.forget()
+                do {
+                    try await SignIn.ensure(context.config)
+                } catch let signIn as SignInFailure {
+                    logRetryWarning(target: target, error: signIn.message,
+                                    message: "retrying of unary invoker failed to fetch new auth token", callerLine: 79)
+                    return .failure(Msg(signIn.message))
+                } catch {
+                    return .failure(Msg("\(error)"))
+                }
+                continue
+            }
+            return .failure(Msg(failure.text))
+        } catch let failure as RPCFailure {
+            logRetryWarning(target: target, error: failure.grpcText, attempt: attemptNumber)
+            return .failure(Msg(failure.code == .deadlineExceeded ? "context deadline exceeded" : failure.text))
+        } catch {
+            return .failure(Msg("\(error)"))
+        }
     }
+    preconditionFailure("the loop returns on its second attempt")
+}
+
+/// clientv3's shouldRefreshToken: the server forgot the token, or it predates a change of the auth store.
+func shouldRefreshToken(_ message: String) -> Bool {
+    ["etcdserver: invalid auth token", "etcdserver: revision of auth store is old", "etcdserver: user name is empty"]
+        .contains(message)
+}
+
+/// clientv3.New signs in before the command does anything else (txn reads its input after that).
+func signInBeforeInput(_ context: Context) async {
+    guard context.config.credentials != nil else { return }
+    do {
+        try await SignIn.ensure(context.config)
+    } catch let failure as SignInFailure {
+        exitWithError(ExitCode.badConnection, failure.message)
+    } catch {}
 }
 
 /// clientv3.GetPrefixRangeEnd.
@@ -560,6 +596,7 @@ func runTxn(_ inv: Invocation) async {
         exitWithError(ExitCode.badArgs, "txn command does not accept argument")
     }
     let context = makeContext(inv)
+    await signInBeforeInput(context)
     let interactive = inv.bool("interactive")
     let reader = StdinReader.shared
     func prompt(_ s: String) {

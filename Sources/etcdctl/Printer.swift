@@ -586,13 +586,22 @@ func humanizeBytes(_ s: UInt64) -> String {
     return val < 10 ? String(format: "%.1f %@", val, suffix) : String(format: "%.0f %@", val, suffix)
 }
 
-/// olekukonko/tablewriter as etcdctl configures it: upper-case centred headers, right-aligned cells.
+/// olekukonko/tablewriter as etcdctl configures it: upper-case centred headers, right-aligned cells, and cells wider
+/// than 30 characters wrapped at spaces (auto-wrap with reflow: a cell's lines become one paragraph).
 enum Table {
+    /// tablewriter's MAX_ROW_WIDTH.
+    static let maxCellWidth = 30
+
     static func render(header: [String], rows: [[String]]) -> String {
         let titles = header.map { $0.uppercased() }
         var widths = titles.map(\.count)
-        for row in rows {
-            for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+        let wrapped = rows.map { $0.map(wrap) }
+        for (row, cells) in zip(wrapped, rows) {
+            for (i, lines) in row.enumerated() {
+                // The column is as wide as the cell's width capped at 30, or its widest wrapped line if wider.
+                let capped = min(cells[i].components(separatedBy: "\n").map(\.count).max() ?? 0, maxCellWidth)
+                widths[i] = max(widths[i], capped, lines.map(\.count).max() ?? 0)
+            }
         }
         let border = "+" + widths.map { String(repeating: "-", count: $0 + 2) + "+" }.joined()
         var text = border + "\n"
@@ -602,13 +611,69 @@ enum Table {
             return " " + String(repeating: " ", count: left) + t + String(repeating: " ", count: gap - left) + " |"
         }.joined() + "\n"
         text += border + "\n"
-        for row in rows {
-            text += "|" + row.enumerated().map { i, cell in
-                " " + String(repeating: " ", count: widths[i] - cell.count) + cell + " |"
-            }.joined() + "\n"
+        for row in wrapped {
+            // A row is as tall as its tallest cell; shorter cells are filled with "  " (printRow's padding lines).
+            let height = row.map(\.count).max() ?? 1
+            for line in 0..<height {
+                text += "|" + row.enumerated().map { i, lines in
+                    let cell = line < lines.count ? lines[line] : "  "
+                    return " " + String(repeating: " ", count: max(0, widths[i] - cell.count)) + cell + " |"
+                }.joined() + "\n"
+            }
         }
         text += border + "\n"
         return text
+    }
+
+    /// parseDimension with autoWrap and reflowText: the width of the cell's widest line, at most 30, then the
+    /// lines joined and wrapped to it.
+    static func wrap(_ cell: String) -> [String] {
+        let raw = cell.components(separatedBy: "\n")
+        let width = min(raw.map(\.count).max() ?? 0, maxCellWidth)
+        return wrapString(raw.joined(separator: " "), width)
+    }
+
+    /// tablewriter's WrapString: words split at spaces, the limit raised to the longest word, then WrapWords.
+    static func wrapString(_ text: String, _ limit: Int) -> [String] {
+        let words = text.replacingOccurrences(of: "\n", with: " ").components(separatedBy: " ")
+        var limit = limit
+        for word in words where word.count > limit { limit = word.count }
+        return wrapWords(words, spacing: 1, limit: limit, penalty: 100_000).map { $0.joined(separator: " ") }
+    }
+
+    /// tablewriter's WrapWords: the line breaks of least raggedness (the squares of each line's shortfall).
+    static func wrapWords(_ words: [String], spacing: Int, limit: Int, penalty: Int) -> [[String]] {
+        let n = words.count
+        var length = Array(repeating: Array(repeating: 0, count: n), count: n)
+        for i in 0..<n {
+            length[i][i] = words[i].count
+            for j in (i + 1)..<max(n, i + 1) { length[i][j] = length[i][j - 1] + spacing + words[j].count }
+        }
+        var breaks = Array(repeating: 0, count: n)
+        var cost = Array(repeating: Int(Int32.max), count: n)
+        for i in stride(from: n - 1, through: 0, by: -1) {
+            if length[i][n - 1] <= limit {
+                cost[i] = 0
+                breaks[i] = n
+            } else {
+                for j in (i + 1)..<n {
+                    let shortfall = limit - length[i][j - 1]
+                    var candidate = shortfall * shortfall + cost[j]
+                    if length[i][j - 1] > limit { candidate += penalty }
+                    if candidate < cost[i] {
+                        cost[i] = candidate
+                        breaks[i] = j
+                    }
+                }
+            }
+        }
+        var lines: [[String]] = []
+        var i = 0
+        while i < n {
+            lines.append(Array(words[i..<breaks[i]]))
+            i = breaks[i]
+        }
+        return lines
     }
 }
 

@@ -224,6 +224,9 @@ final class AuthSession: Sendable {
     }
 
     func signedIn(token: String?) { state.withLock { $0 = .signedIn(token: token) } }
+
+    /// Forgets the token, so that the next ``SignIn/ensure(_:)`` signs in again.
+    func forget() { state.withLock { $0 = .notTried } }
 }
 
 /// clientv3 sends the token as the `token` metadata of every call, streams included.

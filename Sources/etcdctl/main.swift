@@ -74,8 +74,13 @@ func buildRoot() -> CommandSpec {
                     """, run: runMemberPromote))
     let snapshot = CommandSpec("snapshot <subcommand>", "Manages etcd node snapshots")
     snapshot.add(CommandSpec("save <filename>", "Stores an etcd node backend snapshot to a given file", run: runSnapshotSave),
-                 stub("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
-                 stub("status <filename>", "Gets backend snapshot status of a given file"))
+                 CommandSpec("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory",
+                             flags: snapshotRestoreFlags, run: runSnapshotRestore),
+                 CommandSpec("status <filename>", "Gets backend snapshot status of a given file", long: """
+                    When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
+                    The items in the lists are hash, revision, total keys, total size.
+
+                    """, run: runSnapshotStatus))
     let auth = CommandSpec("auth <enable or disable>", "Enable or disable authentication")
     auth.add(CommandSpec("enable", "Enables authentication", run: runAuthEnable),
              CommandSpec("disable", "Disables authentication", run: runAuthDisable))
@@ -98,14 +103,19 @@ func buildRoot() -> CommandSpec {
              CommandSpec("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role",
                          flags: grantPermissionFlags("revoke"), run: runRoleRevokePermission))
     root.add(get, put, del, txn, compaction, alarm, defrag, endpoint, moveLeader, watch, version, lease, member, snapshot,
-             stub("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
+             CommandSpec("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster",
+                         flags: makeMirrorFlags, run: runMakeMirror),
              stub("migrate", "Migrates keys in a v2 store to a mvcc store"),
-             stub("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
-             stub("elect <election-name> [proposal]", "Observes and participates in leader election"),
+             CommandSpec("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock", flags: lockFlags, run: runLock),
+             CommandSpec("elect <election-name> [proposal]", "Observes and participates in leader election",
+                         flags: electFlags, run: runElect),
              auth, user, role,
              stub("check <subcommand>", "commands for checking properties of the etcd cluster", [
-                stub("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint."),
-                stub("perf [options]", "Check the performance of the etcd cluster")]),
+                CommandSpec("datascale [options]", "Check the memory usage of holding data for different workloads on a given server endpoint.",
+                            long: "If no endpoint is provided, localhost will be used. If multiple endpoints are provided, first endpoint will be used.",
+                            flags: checkFlags("datascale", prefix: "/etcdctl-check-datascale/"), run: runCheckDatascale),
+                CommandSpec("perf [options]", "Check the performance of the etcd cluster",
+                            flags: checkFlags("performance", prefix: "/etcdctl-check-perf/"), run: runCheckPerf)]),
              CommandSpec("help [command]", "Help about any command", run: { _ in }),
              stub("completion", "Generate the autocompletion script for the specified shell", [
                 stub("bash", "Generate the autocompletion script for bash"),

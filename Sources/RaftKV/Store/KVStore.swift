@@ -129,7 +129,7 @@ public final class KVStore: Sendable {
         try FileManager.default.createDirectory(at: raftDirectory, withIntermediateDirectories: true)
         let storage = try SQLiteLogStorage(directory: raftDirectory)
         storage.syncObserver = configuration.logSyncObserver
-        stateMachine = try KVStateMachine(path: memberDirectory.appendingPathComponent("kv.db").path,
+        stateMachine = try KVStateMachine(path: StateSnapshot.stateDatabase(inDataDirectory: directory).path,
                                           configuration: MVCCStore.Configuration(quotaBackendBytes: configuration.quotaBackendBytes))
         stateMachine.withStore { $0.commitObserver = configuration.stateCommitObserver; $0.failurePoint = FailPoints.applyHook }
         var leaseConfiguration = LeaseManager.Configuration()
