@@ -112,29 +112,23 @@ struct ServerRuntime {
                 return
             } catch {
                 // A server that could not bind, or a store that could not persist: stop everything, so that the
-                // process exits with this error instead of running on half dead.
+                // process exits with this error instead of running on half dead (the group rethrows it only once
+                // its body returns, and the body waits for a shutdown).
                 logger.critical("stopping: \(error)")
                 shutdown.trigger()
                 throw error
             }
         }
-        let shutdown = ShutdownSignal()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
-                do {
-                    try await untilShutdown { try await store.run() }
-                    // The node ends on its own only when this member applied its own removal (a removed leader
-                    // always does); it then sends nothing, so no peer will ever refuse it: stop here.
-                    if !stopping.isSet {
-                        logger.error("the member has been permanently removed from the cluster (it applied its own removal); stopping")
-                        shutdown.trigger()
-                    }
-                } catch {
-                    // A failed store (a storage write or fsync that failed, say) must end the process: the group
-                    // would rethrow the error only once its body returns, and the body waits for a shutdown.
-                    logger.critical("the store stopped: \(error); exiting")
+                // A failed store (a storage write or fsync that failed, say) throws here and ends the process
+                // through `untilShutdown`.
+                try await untilShutdown { try await store.run() }
+                // The node ends on its own only when this member applied its own removal (a removed leader
+                // always does); it then sends nothing, so no peer will ever refuse it: stop here.
+                if !stopping.isSet {
+                    logger.error("the member has been permanently removed from the cluster (it applied its own removal); stopping")
                     shutdown.trigger()
-                    throw error
                 }
             }
             group.addTask { await transport.run() }
