@@ -128,6 +128,9 @@ struct ServerRuntime {
                 // always does); it then sends nothing, so no peer will ever refuse it: stop here.
                 if !stopping.isSet {
                     logger.error("the member has been permanently removed from the cluster (it applied its own removal); stopping")
+                    // As etcd's stopWithDelay (ten ticks): the answer to the removal itself, and others in flight,
+                    // still have to leave.
+                    try? await Task.sleep(for: configuration.heartbeatInterval * 10)
                     shutdown.trigger()
                 }
             }
