@@ -451,9 +451,12 @@ func runSnapshotSave(_ inv: Invocation) async {
     do {
         try await Call.withClient(context.config, endpoints: [endpoint], timeout: timeout) { client in
             try await Etcdserverpb_Maintenance.Client(wrapping: client).snapshot(Etcdserverpb_SnapshotRequest(), options: .etcdctl) { response in
+                var progress = SnapshotProgress()
                 for try await message in response.messages {
                     handle.write(message.blob)
+                    progress.received(message.blob.count, remaining: message.remainingBytes)
                 }
+                progress.finish()
             }
         }
         try handle.close()
@@ -464,6 +467,35 @@ func runSnapshotSave(_ inv: Invocation) async {
         exitWithError(ExitCode.interrupted, text)
     }
     out("Snapshot saved at \(path)\n")
+}
+
+/// A progress bar for `snapshot save` on stderr, drawn only when stderr is a terminal, so that scripts and pipes see
+/// exactly etcdctl's output. Each message says how many bytes remain after it, which gives the total.
+struct SnapshotProgress {
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private var receivedBytes: UInt64 = 0
+    private var lastDrawn = ContinuousClock.now - .seconds(1)
+    private var drawn = false
+
+    mutating func received(_ count: Int, remaining: UInt64) {
+        receivedBytes += UInt64(count)
+        guard isTerminal, ContinuousClock.now - lastDrawn >= .milliseconds(100) || remaining == 0 else { return }
+        lastDrawn = ContinuousClock.now
+        drawn = true
+        FileHandle.standardError.write(Data(("\r" + Self.line(received: receivedBytes, total: receivedBytes + remaining)).utf8))
+    }
+
+    func finish() {
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+
+    /// `Downloading snapshot [##########..........] 1.5 MiB / 3.0 MiB`
+    static func line(received: UInt64, total: UInt64, width: Int = 40) -> String {
+        let filled = total == 0 ? width : Int(min(received, total) * UInt64(width) / total)
+        let mebibytes = { (bytes: UInt64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+        return "Downloading snapshot [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            + "] \(mebibytes(received)) / \(mebibytes(total))"
+    }
 }
 
 /// The TTL last granted by a keep-alive, shared by the request and response sides.

@@ -47,6 +47,30 @@ final class EtcdctlSnapshotTests: XCTestCase {
         return (fields[0], revision, keys, fields[3])
     }
 
+    /// On a terminal `snapshot save` draws a progress bar on stderr; through a pipe (scripts) it prints etcdctl's
+    /// output only, as the other tests compare.
+    func testSaveDrawsAProgressBarOnlyOnATerminal() throws {
+        let server = try requireServer()
+        try server.realEtcdctl(["put", "progress/key", String(repeating: "v", count: 4_000)])
+        let piped = server.root.appendingPathComponent("piped.db").path
+        let plain = try server.run(real: false, ["snapshot", "save", piped])
+        XCTAssertEqual(plain.status, 0)
+        XCTAssertFalse(plain.stderr.contains("Downloading"), plain.stderr)
+        let onTerminal = server.root.appendingPathComponent("terminal.db").path
+        // util-linux's script(1) gives the command a pseudo-terminal and copies what it draws to our pipe.
+        let command = [Server.ourEtcdctl!.path, "--endpoints=\(server.endpoint)", "snapshot", "save", onTerminal].joined(separator: " ")
+        let drawn = try Server.run("/usr/bin/script", ["-qec", command, "/dev/null"],
+                                   environment: ProcessInfo.processInfo.environment.merging(["ETCDCTL_API": "3"]) { $1 },
+                                   stdin: nil, timeout: 20, keepStdinOpen: false)
+        XCTAssertEqual(drawn.status, 0, drawn.stdout + drawn.stderr)
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: onTerminal)[.size] as? Int)
+        let full = "Downloading snapshot [" + String(repeating: "#", count: 40) + "]"
+        XCTAssertTrue(drawn.stdout.contains(full), drawn.stdout)
+        let mebibytes = String(format: "%.1f MiB", Double(size) / 1_048_576)
+        XCTAssertTrue(drawn.stdout.contains("\(mebibytes) / \(mebibytes)"), "\(size) bytes: \(drawn.stdout)")
+        XCTAssertTrue(drawn.stdout.contains("Snapshot saved at \(onTerminal)"), drawn.stdout)
+    }
+
     func testStatus() throws {
         let server = try requireServer()
         for (index, value) in ["1", "2", "3", "4", "4b"].enumerated() {
