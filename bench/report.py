@@ -301,6 +301,9 @@ def main():
         "systems under the same conditions rather than say what either does on dedicated hardware; a ratio below 1× "
         "in throughput (above 1× in latency) means kvserver is slower." + load_note(data),
         "",
+        "Profiles of the put path, the changes they drove and interleaved before/after runs (`bench/ab.sh`) are in "
+        "docs/performance.md; a run of this script is dated by the commit it names.",
+        "",
         *reset_note(data),
         "## Throughput and latency",
         "",
