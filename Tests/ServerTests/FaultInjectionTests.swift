@@ -16,6 +16,8 @@ import Glibc
 ///
 /// One test per fault mix (see docs/reliability.md); the environment variables apply to each.
 ///
+/// `FAULT_MEMBERS=N` runs the schedules on N members (default 3; the five-member test's 5).
+///
 /// `FAULT_SEED=S` replays one schedule (`FAULT_SEED=3,7` several); `FAULT_SOAK=N` runs N schedules from seed 1 (default: the fixed seeds in
 /// `defaultSeeds`); `FAULT_SECONDS=T` changes the workload time (default 8), `FAULT_CLIENTS=C` the number of
 /// concurrent clients (default 4).
@@ -30,8 +32,9 @@ final class FaultInjectionTests: XCTestCase {
     static let networkSeeds: [UInt64] = [1, 3]
     static let membershipSeeds: [UInt64] = [1]
 
-    static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes) -> String {
-        "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests/\(testName(mix))"
+    static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes, members: Int = 3) -> String {
+        (members == 3 ? "" : "FAULT_MEMBERS=\(members) ")
+            + "FAULT_SEED=\(seed) swift test --filter ServerTests.FaultInjectionTests/\(testName(mix))"
     }
 
     static func testName(_ mix: FaultSchedule.Mix) -> String {
@@ -53,6 +56,11 @@ final class FaultInjectionTests: XCTestCase {
 
     func testLinearizableUnderCrashesAndPauses() async throws {
         try await runSchedules(.processes, defaultSeeds: Self.defaultSeeds)
+    }
+
+    /// The same faults on five members: a quorum is three, so a commit waits for two followers out of four.
+    func testLinearizableUnderCrashesAndPausesWithFiveMembers() async throws {
+        try await runSchedules(.processes, defaultSeeds: [5], members: 5)
     }
 
     /// Partitions (refused or stalled links, one member or one leader–follower pair), delays and connections cut
@@ -159,7 +167,7 @@ final class FaultInjectionTests: XCTestCase {
         try cluster.waitHealthy()
     }
 
-    private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64]) async throws {
+    private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64], members: Int = 3) async throws {
         let seeds = Self.seeds(defaults: defaultSeeds)
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
         let staleReads = Self.environment["FAULT_STALE_READS"] == "1"
@@ -167,6 +175,7 @@ final class FaultInjectionTests: XCTestCase {
         for seed in seeds {
             var run = FaultRun(seed: seed, workloadMilliseconds: seconds * 1_000)
             run.mix = mix
+            run.memberCount = Self.environment["FAULT_MEMBERS"].flatMap(Int.init) ?? members
             run.serializableReads = staleReads
             run.clientCount = Self.environment["FAULT_CLIENTS"].flatMap(Int.init) ?? run.clientCount
             let figures = try await run.run()
@@ -184,6 +193,7 @@ struct FaultRun {
     var seed: UInt64
     var workloadMilliseconds: Int
     var mix = FaultSchedule.Mix.processes
+    var memberCount = 3
     /// Instead of a seeded schedule: `member` runs with `KVSERVER_FAILPOINTS=name:hit` and must die there (after
     /// being made to lag past a snapshot, for the snapshot points); it is then restarted disarmed.
     var failPoint: (name: String, hit: Int, member: Int, viaSnapshot: Bool)?
@@ -217,8 +227,8 @@ struct FaultRun {
 
     func run(file: StaticString = #filePath, line: UInt = #line) async throws -> Figures {
         let replay = failPoint.map { "FAULT_FAILPOINT=\($0.name) swift test --filter ServerTests.FaultInjectionTests/testCrashAtEachFailurePoint" }
-            ?? FaultInjectionTests.replay(seed, mix)
-        let cluster = try TestCluster(size: 3, proxiedPeers: mix != .processes || failPoint != nil)
+            ?? FaultInjectionTests.replay(seed, mix, members: memberCount)
+        let cluster = try TestCluster(size: memberCount, proxiedPeers: mix != .processes || failPoint != nil)
         // Small enough that the snapshot catch-up fault makes the leader snapshot and compact its log.
         if mix == .membership || failPoint != nil { cluster.extraFlags += ["--snapshot-count", "100"] }
         if let failPoint {
@@ -235,7 +245,7 @@ struct FaultRun {
             schedule = FaultSchedule(faults: failPoint.viaSnapshot ? [(500, crash)]
                                         : [(200, .moveLeaderTo(member: failPoint.member)), (400, crash)])
         } else {
-            schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: 3, mix: mix)
+            schedule = FaultSchedule(seed: seed, durationMilliseconds: workloadMilliseconds, members: memberCount, mix: mix)
         }
         print("fault run seed=\(seed) (replay: \(replay)); data in \(cluster.root.path)\n  schedule: \(schedule)")
 
