@@ -42,6 +42,8 @@ final class ApplyWaiters: Sendable {
         let ready = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
             state.revision = max(state.revision, revision)
             state.index = max(state.index, index)
+            // Called on every applied batch: nothing to scan or allocate when no one waits, the usual case.
+            if state.waiters.isEmpty { return [] }
             let reached = state.waiters.filter { $0.value.target.isReached(revision: state.revision, index: state.index) }
             for id in reached.keys { state.waiters[id] = nil }
             return reached.values.map(\.continuation)
