@@ -95,7 +95,10 @@ final class EtcdctlSnapshotTests: XCTestCase {
         let fields = try server.run(real: false, ["-w", "fields", "snapshot", "status", second], withEndpoints: false)
         XCTAssertTrue(fields.stdout.hasPrefix("\"Hash\" : \(hash)\n\"Revision\" : \(after.revision)\n\"Keys\" : \(after.keys)\n\"Size\" : "), fields.stdout)
         let table = try server.run(real: false, ["-w", "table", "snapshot", "status", second], withEndpoints: false)
-        XCTAssertTrue(table.stdout.contains("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |"), table.stdout)
+        // etcdctl prints the hash with %x, so it has no leading zeros, and tablewriter centres the header over it.
+        let gap = max(0, after.hash.count - 4), header = String(repeating: " ", count: 1 + gap / 2) + "HASH"
+            + String(repeating: " ", count: 1 + gap - gap / 2)
+        XCTAssertTrue(table.stdout.contains("|\(header)| REVISION | TOTAL KEYS | TOTAL SIZE |"), table.stdout)
         XCTAssertTrue(table.stdout.contains("| \(after.hash) |"), table.stdout)
         // Arguments and missing files fail as with etcdctl.
         for args in [["snapshot", "status"], ["snapshot", "status", "/no/such/snapshot.db"], ["snapshot", "status", "-h"],
