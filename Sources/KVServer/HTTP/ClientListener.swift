@@ -7,10 +7,9 @@ import Synchronization
 /// The client port's front door: one TCP listener serving both gRPC and etcd's plain-HTTP endpoints, as etcd
 /// serves both on its client URL.
 ///
-/// The gRPC server (grpc-swift's HTTP/2 transport) cannot answer HTTP/1.1, so it listens on an internal
-/// address and this listener looks at the first bytes of each connection: the HTTP/2 client preface (gRPC with
-/// prior knowledge) is proxied byte for byte to the gRPC server, anything else is parsed as HTTP/1.1 and
-/// answered from ``HTTPEndpoints``.
+/// This listener looks at the first bytes of each connection: after the HTTP/2 client preface (gRPC with prior
+/// knowledge) the connection is handed to the gRPC server through ``GRPCHandoff``, on the same socket; anything
+/// else is parsed as HTTP/1.1 and answered from ``HTTPEndpoints``.
 final class ClientListener: Sendable {
     struct Configuration: Sendable {
         /// How long a new connection may take to show which protocol it speaks; silent or trickling clients
@@ -21,8 +20,6 @@ final class ClientListener: Sendable {
         var httpRequestTimeout: TimeAmount = .seconds(60)
         /// Request bodies are ignored (no endpoint takes one); a connection sending more than this is closed.
         var maxRequestBodyBytes = 64 * 1024
-        /// How long to wait for the internal gRPC server to accept a proxied connection.
-        var upstreamConnectTimeout: TimeAmount = .seconds(5)
         var backlog: Int32 = 256
 
         init() {}
@@ -46,14 +43,12 @@ final class ClientListener: Sendable {
     /// Binds `host:port` and starts accepting connections.
     ///
     /// - Parameters:
-    ///   - grpcAddress: where the gRPC server listens; connections that open with the HTTP/2 preface are
-    ///     proxied there.
-    ///   - group: the event loops that run the listener and its connections; a proxied connection's two
-    ///     sockets share one loop, so forwarding needs no hop between threads.
+    ///   - grpc: takes the connections that open with the HTTP/2 preface.
+    ///   - group: the event loops that run the listener and its connections.
     static func bind(
         host: String,
         port: Int,
-        grpcAddress: SocketAddress,
+        grpc: GRPCHandoff,
         endpoints: HTTPEndpoints,
         tls: NIOSSLContext? = nil,
         certificateIdentities: ClientCertificateIdentities? = nil,
@@ -66,7 +61,7 @@ final class ClientListener: Sendable {
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            // Proxied connections forward half-closure; HTTP/1.1 handles it as the end of requests.
+            // HTTP/1.1 handles half-closure as the end of requests (HTTP/2 closes on it).
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 guard connections.insert(channel) else {
@@ -79,7 +74,8 @@ final class ClientListener: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientProtocolSniffer(
-                            grpcAddress: grpcAddress,
+                            grpc: grpc,
+                            tls: tls != nil,
                             endpoints: endpoints,
                             certificateIdentities: certificateIdentities,
                             configuration: configuration,
@@ -94,15 +90,32 @@ final class ClientListener: Sendable {
             try? await channel.close()
             throw ChannelError.unknownLocalAddress
         }
-        logger.info("serving client requests", metadata: ["address": "\(localAddress)", "grpc": "\(grpcAddress)"])
+        logger.info("serving client requests", metadata: ["address": "\(localAddress)"])
         return ClientListener(serverChannel: channel, localAddress: localAddress, connections: connections)
     }
 
-    /// Stops accepting and closes every open connection (proxied ones close their upstream side with them).
-    func close() async {
+    /// Stops accepting, asks every open connection to finish (gRPC: GOAWAY, calls in flight complete; HTTP/1.1:
+    /// after the response in progress), and closes those still open after `grace`, as etcd's graceful stop
+    /// bounded by a timeout. Watch streams never finish on their own, so a connection with one lasts the grace.
+    func close(grace: Duration = .zero) async {
         try? await serverChannel.close()
-        for channel in connections.closeAll() {
-            try? await channel.close()
+        let open = connections.closeAll()
+        guard grace > .zero else {
+            for channel in open { try? await channel.close() }
+            return
+        }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for channel in open { try? await channel.closeFuture.get() }
+            }
+            group.addTask { try? await Task.sleep(for: grace) }
+            await group.next()
+            // Whichever came first: the sleep ends on cancellation, the wait for closures once all are closed.
+            group.cancelAll()
+            for channel in open { channel.close(promise: nil) }
         }
     }
 

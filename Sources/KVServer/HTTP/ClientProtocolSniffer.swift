@@ -15,29 +15,28 @@ final class ClientProtocolSniffer {
 
     private enum State {
         case sniffing
-        /// The preface arrived; the internal gRPC connection is being opened and reads are held meanwhile, so
-        /// at most one read's worth of bytes waits here.
-        case connecting
         case done
     }
 
-    private let grpcAddress: SocketAddress
+    private let grpc: GRPCHandoff
+    /// Whether the connection came through TLS (the gRPC scheme is https then).
+    private let tls: Bool
     private let endpoints: HTTPEndpoints
-    /// Set when client certificates name users: the proxied connection is recorded there.
+    /// Set when client certificates name users: the connection's user is recorded there.
     private let certificateIdentities: ClientCertificateIdentities?
     private let configuration: ClientListener.Configuration
     private let logger: Logger
 
     private var state = State.sniffing
     private var buffered: ByteBuffer?
-    private var readPending = false
-    private var inputClosedWhileConnecting = false
     private var deadline: NIODeadline?
     private var timeout: Scheduled<Void>?
 
-    init(grpcAddress: SocketAddress, endpoints: HTTPEndpoints, certificateIdentities: ClientCertificateIdentities? = nil,
-         configuration: ClientListener.Configuration, logger: Logger) {
-        self.grpcAddress = grpcAddress
+    init(grpc: GRPCHandoff, tls: Bool, endpoints: HTTPEndpoints,
+         certificateIdentities: ClientCertificateIdentities? = nil, configuration: ClientListener.Configuration,
+         logger: Logger) {
+        self.grpc = grpc
+        self.tls = tls
         self.endpoints = endpoints
         self.certificateIdentities = certificateIdentities
         self.configuration = configuration
@@ -99,79 +98,39 @@ final class ClientProtocolSniffer {
     }
 
     private func switchToGRPC(context: ChannelHandlerContext) {
-        state = .connecting
+        state = .done
         cancelTimeout()
-        let (downstreamGlue, upstreamGlue) = ProxyGlueHandler.matchedPair()
-        let upstreamGlueBound = NIOLoopBound(upstreamGlue, eventLoop: context.eventLoop)
-        // Same event loop as the client's socket: the glue handlers call each other directly.
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(configuration.upstreamConnectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(upstreamGlueBound.value)
-                }
+        do {
+            // Before any byte reaches gRPC, so the first call already knows its user.
+            if let identities = certificateIdentities,
+               let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+               let certificate = tls.peerCertificate,
+               let user = ClientCertificateIdentities.commonName(of: certificate) {
+                identities.register(user: user, connection: context.channel)
             }
-            .connect(to: grpcAddress)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .failure(let error):
-                    self.logger.warning(
-                        "could not reach the gRPC server for a client connection",
-                        metadata: ["grpc": "\(self.grpcAddress)", "error": "\(error)"])
-                    context.close(promise: nil)
-                case .success(let upstream):
-                    guard context.channel.isActive, upstream.isActive else {
-                        upstream.close(promise: nil)
-                        context.close(promise: nil)
-                        return
-                    }
-                    do {
-                        try context.pipeline.syncOperations.addHandler(downstreamGlue, position: .after(self))
-                    } catch {
-                        upstream.close(promise: nil)
-                        context.close(promise: nil)
-                        return
-                    }
-                    // Before any byte goes upstream, so the first call already knows its user.
-                    if let identities = self.certificateIdentities,
-                       let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
-                       let certificate = tls.peerCertificate,
-                       let user = ClientCertificateIdentities.commonName(of: certificate) {
-                        identities.register(user: user, upstream: upstream)
-                    }
-                    self.state = .done
-                    self.handOver(context: context)
-                }
-            }
+            try grpc.serve(context.channel, tls: tls)
+        } catch {
+            logger.warning("could not hand a client connection to the gRPC server", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        handOver(context: context)
     }
 
     /// Passes what was read so far to the handlers that now own the connection and leaves the pipeline.
     private func handOver(context: ChannelHandlerContext) {
-        let channel = context.channel
         if let buffered, buffered.readableBytes > 0 {
             self.buffered = nil
             context.fireChannelRead(NIOAny(buffered))
             context.fireChannelReadComplete()
         }
-        if inputClosedWhileConnecting {
-            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        if readPending {
-            readPending = false
-            // Through the whole pipeline again, now without this handler.
-            channel.read()
-        }
     }
 }
 
-extension ClientProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
+extension ClientProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive {
@@ -192,32 +151,27 @@ extension ClientProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         switch state {
-        case .sniffing, .connecting:
+        case .sniffing:
             if buffered == nil {
                 buffered = bytes
             } else {
                 buffered!.writeBuffer(&bytes)
             }
-            if case .sniffing = state {
-                decide(context: context)
-            }
+            decide(context: context)
         case .done:
             context.fireChannelRead(data)
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard case ChannelEvent.inputClosed = event else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        switch state {
-        case .sniffing:
+        switch (state, event) {
+        case (.sniffing, ChannelEvent.inputClosed):
             // Half a preface then silence for ever: there is nothing to answer.
             context.close(promise: nil)
-        case .connecting:
-            inputClosedWhileConnecting = true
-        case .done:
+        case (.sniffing, is ChannelShouldQuiesceEvent):
+            // The listener is closing and no request has begun.
+            context.close(promise: nil)
+        default:
             context.fireUserInboundEventTriggered(event)
         }
     }
@@ -225,13 +179,5 @@ extension ClientProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("client connection failed before its protocol was known", metadata: ["error": "\(error)"])
         context.close(promise: nil)
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if case .connecting = state {
-            readPending = true
-        } else {
-            context.read()
-        }
     }
 }

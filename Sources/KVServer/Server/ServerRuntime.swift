@@ -15,6 +15,9 @@ struct ServerRuntime {
 
     /// gRPC's framing and the request's other fields may exceed the payload a little (etcd adds 512 KiB too).
     static let grpcOverheadBytes = 512 * 1024
+    /// How long calls in flight get to finish at shutdown. etcd allows its request timeout (7 s by default), but
+    /// its clients retry on another member at once, and open watch streams hold a connection for all of it.
+    static let clientShutdownGrace = Duration.seconds(1)
 
     func run() async throws {
         let bootstrap = try await ClusterBootstrap.resolve(configuration, logger: logger) { url in
@@ -61,17 +64,16 @@ struct ServerRuntime {
         let certificateIdentities = configuration.clientTLS?.clientCertificateAuth == true ? ClientCertificateIdentities() : nil
         let clientTLSContext = try configuration.clientTLS?.clientListenerContext()
 
-        // Clients: gRPC on an internal loopback port, behind one front listener per client URL (gRPC + HTTP).
+        // Clients: one listener per client URL serves gRPC and HTTP; gRPC connections go to this server.
+        let grpcHandoff = GRPCHandoff()
+        var grpcConfig = HTTP2ServerTransport.Custom<GRPCHandoff>.Config.defaults
+        grpcConfig.rpc.maxRequestPayloadSize = configuration.maxRequestBytes + Self.grpcOverheadBytes
+        // etcd's clients ping every few seconds (etcdctl: --keepalive-time=2s), with or without calls in flight;
+        // grpc-swift's default policy would answer GOAWAY "too many pings" and close them.
+        grpcConfig.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(1),
+                                                               allowWithoutCalls: true)
         let grpcServer = GRPCServer(
-            transport: HTTP2ServerTransport.Posix(
-                address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
-                config: .defaults {
-                    $0.rpc.maxRequestPayloadSize = configuration.maxRequestBytes + Self.grpcOverheadBytes
-                    // etcd's clients ping every few seconds (etcdctl: --keepalive-time=2s), with or without calls in
-                    // flight; grpc-swift's default policy would answer GOAWAY "too many pings" and close them.
-                    $0.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(1),
-                                                                   allowWithoutCalls: true)
-                }),
+            transport: HTTP2ServerTransport.Custom(listenerFactory: grpcHandoff, config: grpcConfig),
             services: [kv, WatchService(server: server), lease, cluster, maintenance, auth],
             interceptors: [AuthInterceptor(server: server, certificateIdentities: certificateIdentities)])
 
@@ -138,14 +140,11 @@ struct ServerRuntime {
             for peerServer in peerServers { group.addTask { try await untilShutdown { try await peerServer.serve() } } }
             group.addTask { try await untilShutdown { try await grpcServer.serve() } }
 
-            guard let grpcPort = try await grpcServer.listeningAddress?.ipv4?.port else {
-                throw ConfigurationError("the internal gRPC server did not start")
-            }
+            await grpcHandoff.waitUntilServing()
             var listeners: [ClientListener] = []
             for url in configuration.listenClientURLs {
                 listeners.append(try await ClientListener.bind(
-                    host: url.socketHost, port: url.port,
-                    grpcAddress: try SocketAddress(ipAddress: "127.0.0.1", port: grpcPort),
+                    host: url.socketHost, port: url.port, grpc: grpcHandoff,
                     endpoints: endpoints, tls: url.scheme == "https" ? clientTLSContext : nil,
                     certificateIdentities: certificateIdentities, logger: logger))
             }
@@ -177,7 +176,11 @@ struct ServerRuntime {
             await shutdown.wait()
             logger.info("stopping")
             stopping.set()
-            for listener in listeners { await listener.close() }
+            // Calls in flight finish (bounded, as etcd's graceful stop), before the store they need closes.
+            await withDiscardingTaskGroup { closing in
+                for listener in listeners { closing.addTask { await listener.close(grace: Self.clientShutdownGrace) } }
+            }
+            await grpcHandoff.close()
             grpcServer.beginGracefulShutdown()
             for peerServer in peerServers { peerServer.beginGracefulShutdown() }
             await store.close()
