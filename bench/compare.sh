@@ -60,97 +60,23 @@ if [ -z "${KVSERVER:-}" ] || [ -z "${KVBENCH:-}" ]; then
   KVBENCH=$BIN/kvbench
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/kvbench-compare.XXXXXX")
+source bench/lib.sh
+bench_init kvbench-compare
 results=$work/results
 mkdir -p "$results"
-pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    # Bounded: a member that ignores SIGTERM for 10 s is killed.
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
-cleanup() {
-  stop_all
-  if [ "${KEEP:-}" = 1 ]; then echo "data, logs and raw results kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Loopback ports below the kernel's ephemeral range (members also bind ports the kernel picks).
-read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range || ephemeral_low=32768
-port_base=$((ephemeral_low > 12000 ? ephemeral_low - 12000 : 1024))
-used_ports=" "
-free_port() {
-  local port
-  while :; do
-    port=$((port_base + RANDOM % (ephemeral_low - port_base)))
-    case "$used_ports" in *" $port "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      used_ports+="$port "
-      echo "$port"
-      return
-    fi
-  done
-}
 
 now() { date +%s.%N; }
 
-# launch_members NAME BINARY: starts infra1..3 with the ports and data dirs chosen by start_cluster.
-launch_members() {
-  local name=$1 binary=$2 i
-  for i in 1 2 3; do
-    env -u ETCD_NAME -u ETCD_DATA_DIR "$binary" --name "infra$i" --data-dir "$work/$name/infra$i.etcd" \
-      --listen-client-urls "http://127.0.0.1:${client_ports[$i]}" --advertise-client-urls "http://127.0.0.1:${client_ports[$i]}" \
-      --listen-peer-urls "http://127.0.0.1:${peer_ports[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${peer_ports[$i]}" \
-      --initial-cluster "$initial_cluster" --initial-cluster-token "compare-$name" --initial-cluster-state new \
-      --heartbeat-interval "$HEARTBEAT" --election-timeout "$ELECTION" --snapshot-count "$SNAPSHOT_COUNT" \
-      >>"$work/$name-infra$i.log" 2>&1 &
-    pids+=($!)
-  done
-}
-
-# wait_serving NAME: bounded (120 s) wait until every member answers a linearizable read.
-wait_serving() {
-  local name=$1 i
-  for _ in $(seq 1200); do
-    if "$ETCDCTL" --endpoints="$ENDPOINTS" endpoint health --command-timeout=2s >/dev/null 2>&1; then return 0; fi
-    for i in 1 2 3; do
-      if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
-        echo "$name: member infra$i exited; its log:" >&2
-        tail -n 40 "$work/$name-infra$i.log" >&2
-        exit 1
-      fi
-    done
-    sleep 0.1
-  done
-  echo "$name: cluster not serving within 120 s; log of infra1:" >&2
-  tail -n 40 "$work/$name-infra1.log" >&2
-  exit 1
-}
-
+# start_cluster NAME BINARY: three members infra1..3 on fresh ports with the flags of this run; sets ENDPOINTS.
 start_cluster() {
-  local name=$1 binary=$2 i
-  client_ports=() peer_ports=()
-  for i in 1 2 3; do client_ports[$i]=$(free_port); peer_ports[$i]=$(free_port); done
-  initial_cluster="infra1=http://127.0.0.1:${peer_ports[1]},infra2=http://127.0.0.1:${peer_ports[2]},infra3=http://127.0.0.1:${peer_ports[3]}"
-  ENDPOINTS="127.0.0.1:${client_ports[1]},127.0.0.1:${client_ports[2]},127.0.0.1:${client_ports[3]}"
-  launch_members "$name" "$binary"
-  wait_serving "$name"
+  choose_ports
+  launch "$1" "$2"
+  wait_serving "$1"
 }
 
-# The leader's client endpoint: writes go there, as in etcd's own performance figures (followers would forward).
-leader_endpoint() {
-  "$ETCDCTL" --endpoints="$ENDPOINTS" endpoint status -w json | /usr/bin/python3 -c '
-import json, sys
-for status in json.load(sys.stdin):
-    if status["Status"]["header"]["member_id"] == status["Status"]["leader"]:
-        print(status["Endpoint"]); break'
+launch() {
+  launch_members "$1" "$2" "compare-$1" --heartbeat-interval "$HEARTBEAT" --election-timeout "$ELECTION" \
+    --snapshot-count "$SNAPSHOT_COUNT"
 }
 
 # bench NAME WORKLOAD ARGS...: one kvbench run, its JSON kept as results/NAME/WORKLOAD.json.
@@ -248,7 +174,7 @@ run_system() {
   stop_all
   local started ready
   started=$(now)
-  launch_members "$name" "$binary"
+  launch "$name" "$binary"
   wait_serving "$name"
   ready=$(now)
   echo "restart_seconds=$(awk -v a="$started" -v b="$ready" 'BEGIN {printf "%.3f", b - a}')" >>"$results/$name/metrics.env"
