@@ -70,17 +70,18 @@ extension MVCCStore {
     private func applyInSavepoint(index: LogIndex, command: KVCommand?) throws -> AppliedEntry {
         guard let command else { return AppliedEntry(index: index, result: .success(.none)) }
         let saved = (currentRevision, compactedRevision, isNoSpaceAlarmArmed, authState)
-        try db.execute("SAVEPOINT apply_entry")
+        try db.run("SAVEPOINT apply_entry")
         beginWrite()
         do {
             let outcome = try dispatch(command, index: index)
             endWrite()
-            try db.execute("RELEASE apply_entry")
+            try db.run("RELEASE apply_entry")
             let events = pendingEvents
             pendingEvents = []
             return AppliedEntry(index: index, result: outcome, events: events)
         } catch let error as KVError {
-            try db.execute("ROLLBACK TO apply_entry; RELEASE apply_entry")
+            try db.run("ROLLBACK TO apply_entry")
+            try db.run("RELEASE apply_entry")
             (currentRevision, compactedRevision, isNoSpaceAlarmArmed, authState) = saved
             pendingEvents = []
             valuesBeforeWrite = [:]

@@ -52,6 +52,12 @@ public final class SQLiteDatabase {
         }
     }
 
+    /// Runs one statement that returns no rows through the statement cache: for the statements of every
+    /// transaction (BEGIN, COMMIT, savepoints), which `execute` would parse each time.
+    public func run(_ sql: String) throws {
+        try statement(sql).run()
+    }
+
     /// A cached prepared statement for `sql`, reset and with its bindings cleared.
     public func statement(_ sql: String) throws -> SQLiteStatement {
         if let cached = statements[sql] {
@@ -68,13 +74,13 @@ public final class SQLiteDatabase {
 
     /// Runs `body` in one transaction, committing when it returns and rolling back when it throws.
     public func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
-        try execute(immediate ? "BEGIN IMMEDIATE" : "BEGIN")
+        try run(immediate ? "BEGIN IMMEDIATE" : "BEGIN")
         do {
             let result = try body()
-            try execute("COMMIT")
+            try run("COMMIT")
             return result
         } catch {
-            try? execute("ROLLBACK")
+            try? run("ROLLBACK")
             throw error
         }
     }

@@ -580,7 +580,7 @@ public final class SQLiteLogStorage: DurableLogStorage, @unchecked Sendable {
 
     private func setSynchronous(full: Bool) throws {
         guard full != synchronousIsFull else { return }
-        try database.execute(full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+        try database.run(full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
         synchronousIsFull = full
     }
 
