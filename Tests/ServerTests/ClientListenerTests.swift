@@ -19,11 +19,15 @@ import Testing
 /// Range answers with the key it was asked for, or with the call's local and remote peers for the key `peers`,
 /// after sleeping `range_end` milliseconds when that is a number; Put echoes the value back as the previous
 /// value, so a large value crosses the listener in both directions.
+/// When each delayed Range began on the server (the suite runs serialized).
+private let slowCallStarts = Mutex<[ContinuousClock.Instant]>([])
+
 private final class EchoKVService: Etcdserverpb_KV.SimpleServiceProtocol {
     func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws
         -> Etcdserverpb_RangeResponse
     {
         if let delay = Int(String(decoding: request.rangeEnd, as: UTF8.self)) {
+            slowCallStarts.withLock { $0.append(ContinuousClock.now) }
             try await Task.sleep(for: .milliseconds(delay))
         }
         var kv = Mvccpb_KeyValue()
@@ -567,6 +571,7 @@ struct ClientListenerTests {
     }
 
     @Test func closingWithAGraceLetsCallsInFlightFinish() async throws {
+        slowCallStarts.withLock { $0.removeAll() }
         try await withGRPCStack { listener in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -579,13 +584,14 @@ struct ClientListenerTests {
                     }
                 }
                 group.addTask {
-                    try await Task.sleep(for: .milliseconds(100))
-                    let clock = ContinuousClock()
-                    let closing = clock.now
+                    // Close once the call is running on the server (connecting may take a while on a busy machine).
+                    #expect(await eventually(timeout: .seconds(10)) { slowCallStarts.withLock { $0.count } == 1 })
+                    let closing = ContinuousClock.now
                     await listener.close(grace: .seconds(5))
-                    // It waited for the call, which had about 300 ms left, and not for the whole grace.
-                    #expect(clock.now - closing >= .milliseconds(200))
-                    #expect(clock.now - closing < .seconds(5))
+                    // It waited for the call to end, and not for the whole grace.
+                    let started = try #require(slowCallStarts.withLock { $0.first })
+                    #expect(ContinuousClock.now - started >= .milliseconds(400))
+                    #expect(ContinuousClock.now - closing < .seconds(5))
                 }
                 try await group.waitForAll()
             }
