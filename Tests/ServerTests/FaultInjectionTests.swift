@@ -9,7 +9,8 @@ import Glibc
 #endif
 
 /// Concurrent clients and watchers on a real 3-member cluster while members are killed (-9) and restarted, or
-/// frozen (SIGSTOP) and thawed; while peer links are partitioned, delayed and cut (``PeerNetwork``); while the
+/// frozen (SIGSTOP) and thawed; while peer links are partitioned (both ways or one way), delayed and cut
+/// (``PeerNetwork``); while the clients' own links are cut mid-request, stalled and delayed; while the
 /// leadership moves, members are removed and re-added empty, and a lagging member catches up by snapshot; or while a
 /// member dies at a named failure point (`KVSERVER_FAILPOINTS`). Afterwards: the history is linearizable, the watch
 /// streams are ordered, complete and correct, and every member has the same HashKV at the same revision.
