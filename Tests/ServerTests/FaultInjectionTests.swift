@@ -9,7 +9,8 @@ import Glibc
 #endif
 
 /// Concurrent clients and watchers on a real 3-member cluster while members are killed (-9) and restarted, or
-/// frozen (SIGSTOP) and thawed; while peer links are partitioned, delayed and cut (``PeerNetwork``); while the
+/// frozen (SIGSTOP) and thawed; while peer links are partitioned (both ways or one way), delayed and cut
+/// (``PeerNetwork``); while the clients' own links are cut mid-request, stalled and delayed; while the
 /// leadership moves, members are removed and re-added empty, and a lagging member catches up by snapshot; or while a
 /// member dies at a named failure point (`KVSERVER_FAILPOINTS`). Afterwards: the history is linearizable, the watch
 /// streams are ordered, complete and correct, and every member has the same HashKV at the same revision.
@@ -29,8 +30,10 @@ import Glibc
 final class FaultInjectionTests: XCTestCase {
     static let environment = ProcessInfo.processInfo.environment
     static let defaultSeeds: [UInt64] = [1, 2]
-    static let networkSeeds: [UInt64] = [1, 3]
+    /// 15 brings the one-way partitions of a member and of a leader–follower pair that 1 and 3 lack.
+    static let networkSeeds: [UInt64] = [1, 3, 15]
     static let membershipSeeds: [UInt64] = [1]
+    static let clientLinkSeeds: [UInt64] = [1]
 
     static func replay(_ seed: UInt64, _ mix: FaultSchedule.Mix = .processes, members: Int = 3) -> String {
         (members == 3 ? "" : "FAULT_MEMBERS=\(members) ")
@@ -42,6 +45,7 @@ final class FaultInjectionTests: XCTestCase {
         case .processes: "testLinearizableUnderCrashesAndPauses"
         case .network: "testLinearizableUnderNetworkFaults"
         case .membership: "testLinearizableUnderMembershipAndLeadershipChanges"
+        case .clientLinks: "testLinearizableUnderClientLinkFaults"
         }
     }
 
@@ -67,6 +71,13 @@ final class FaultInjectionTests: XCTestCase {
     /// mid-stream on the peer links, through ``PeerNetwork``'s proxies; some kills.
     func testLinearizableUnderNetworkFaults() async throws {
         try await runSchedules(.network, defaultSeeds: Self.networkSeeds)
+    }
+
+    /// The workload's clients and watchers reach the members through proxies that cut connections after they carried
+    /// a request (answers held back: the request may apply, the client sees a lost connection), stall and delay
+    /// them. Cut requests must be recorded as unknown outcomes, cut watches resume where they were.
+    func testLinearizableUnderClientLinkFaults() async throws {
+        try await runSchedules(.clientLinks, defaultSeeds: Self.clientLinkSeeds)
     }
 
     /// MoveLeader, MemberRemove + MemberAdd of an emptied member, a paused follower caught up by snapshot; some
@@ -102,16 +113,18 @@ final class FaultInjectionTests: XCTestCase {
     func testDefaultSchedulesCoverEveryFaultKind() {
         func kinds(_ mix: FaultSchedule.Mix, _ seeds: [UInt64]) -> Set<String> {
             Set(seeds.flatMap { seed in
-                FaultSchedule(seed: seed, durationMilliseconds: 8_000, members: 3, mix: mix).faults.map {
-                    String("\($0.fault)".prefix(while: { $0 != " " }))
-                }
+                FaultSchedule(seed: seed, durationMilliseconds: 8_000, members: 3, mix: mix).faults.map(\.fault.kind)
             })
         }
-        XCTAssertEqual(kinds(.network, Self.networkSeeds), ["isolate", "partition", "delay", "cut", "kill"])
-        XCTAssertEqual(kinds(.membership, Self.membershipSeeds).intersection(["move", "remove", "pause"]),
-                       ["move", "remove", "pause"])
-        for seed in UInt64(1)...4 {
-            print("seed \(seed): network \(kinds(.network, [seed]).sorted()), membership \(kinds(.membership, [seed]).sorted())")
+        XCTAssertEqual(kinds(.network, Self.networkSeeds),
+                       ["isolate", "partition", "oneWayLeaderToFollower", "oneWayFromMember", "delay", "cut", "kill"])
+        XCTAssertEqual(kinds(.clientLinks, Self.clientLinkSeeds),
+                       ["cutClientRequests", "stallClientLinks", "delayClientLinks"])
+        XCTAssertEqual(kinds(.membership, Self.membershipSeeds).intersection(["moveLeader", "removeAndReAdd", "snapshotCatchUp"]),
+                       ["moveLeader", "removeAndReAdd", "snapshotCatchUp"])
+        for seed in UInt64(1)...12 {
+            print("seed \(seed): network \(kinds(.network, [seed]).sorted()), client links \(kinds(.clientLinks, [seed]).sorted()), "
+                + "membership \(kinds(.membership, [seed]).sorted())")
         }
     }
 
@@ -167,6 +180,104 @@ final class FaultInjectionTests: XCTestCase {
         try cluster.waitHealthy()
     }
 
+    /// A one-way partition has teeth: a leader that cannot send to anyone (it still receives) is replaced by the
+    /// others, and follows the new leader; refused, then stalled; under the usual workload, whose history must stay
+    /// linearizable (a leader that cannot reach a quorum must not answer reads or acknowledge writes). The byte
+    /// counts must show nothing crossed the blocked links and something came the other way (each fault fails its
+    /// run otherwise).
+    func testLeaderThatCannotSendIsReplacedThroughAOneWayPartition() async throws {
+        let replay = "swift test --filter ServerTests.FaultInjectionTests/testLeaderThatCannotSendIsReplacedThroughAOneWayPartition"
+        var run = FaultRun(seed: 1, workloadMilliseconds: 9_000)
+        run.mix = .network
+        run.fixedSchedule = (FaultSchedule(faults: [
+            (1_000, .oneWay(.fromMember(nil), mode: .refuse, milliseconds: 3_000)),
+            (5_000, .oneWay(.fromMember(nil), mode: .stall, milliseconds: 3_000)),
+        ]), replay)
+        let figures = try await run.run()
+        XCTAssertEqual(figures.mutedLeaders, 2, "replay: \(replay): a one-way partition did not find the leader")
+        XCTAssertEqual(figures.mutedLeadersReplaced, figures.mutedLeaders,
+                       "replay: \(replay): a leader that could not send was not replaced (and followed by it) within 3 s")
+        print("one-way partitions of the leader: \(figures)")
+    }
+
+    /// A request whose connection is cut after it reached the member may have been applied: it must be recorded as
+    /// an unknown outcome, never as failed. Each put goes through a client-link proxy that holds the answer back
+    /// and cuts the connection 300 ms later; each must end in an error (recorded unknown) and be visible to a
+    /// direct read afterwards. The checker must accept that history, and reject the same one with the cut puts
+    /// recorded as failed: that is the mistake this test guards against.
+    func testCutClientRequestIsUnknownThoughItWasApplied() async throws {
+        let cluster = try TestCluster(size: 1)
+        try cluster.startAll()
+        try cluster.waitHealthy()
+        let links = try PeerNetwork(proxyPorts: try TestCluster.freePorts(count: 1),
+                                    targetPorts: [cluster.members[0].clientPort], fixedOrigin: PeerNetwork.clientOrigin,
+                                    label: "client")
+        defer { links.stop() }
+        let recorder = HistoryRecorder()
+        let keys = (0..<5).map { "/cut/k\($0)" }
+        let outcomes = try await Self.withClient(port: links.listenPorts[0]) { client in
+            var outcomes: [(Outcome, UInt64)] = []
+            for (index, key) in keys.enumerated() {
+                // Hold the answer long enough for the put to be applied on a loaded machine; the deadline is far
+                // beyond, so the error is the cut, not a timeout.
+                links.armRequestCuts(probability: 1, holdMilliseconds: 300...300)
+                let invoked = monotonicNanoseconds()
+                let outcome = await KVCalls.perform(.put(key: key, value: "v\(index)"), previousValue: false, on: client,
+                                                    timeout: .seconds(5))
+                let completed = monotonicNanoseconds()
+                recorder.record(client: 0, .put(key: key, value: "v\(index)"), invokedAt: invoked, completedAt: completed,
+                                outcome)
+                outcomes.append((outcome, (completed - invoked) / 1_000_000))
+                // The client has to see the cut connection close before the next put, or that put fails at once on
+                // it without being sent.
+                links.heal()
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            return outcomes
+        }
+        links.heal()
+        print("cut puts: \(outcomes.map { "\($0.0 == .unknown ? "unknown" : "\($0.0)") after \($0.1) ms" }), \(links.statistics)")
+        for (outcome, milliseconds) in outcomes {
+            XCTAssertEqual(outcome, .unknown, "a put whose connection was cut did not end in an error")
+            XCTAssertLessThan(milliseconds, 4_000, "the put ended by its deadline, not by the cut")
+        }
+        let (_, unanswered) = try await Self.withClient(port: cluster.members[0].clientPort) { client in
+            await FaultRun.finalReads(keys: keys, clients: [client], recorder: recorder)
+        }
+        XCTAssertEqual(unanswered, [])
+        let history = recorder.snapshot
+        let applied = history.operations.filter { operation in
+            guard case .put(let key, let value) = operation.call, operation.outcome == .unknown else { return false }
+            return history.operations.contains {
+                if case .ok(.get(let read, _, _)) = $0.outcome { return $0.call.key == key && read == value }
+                return false
+            }
+        }
+        XCTAssertEqual(applied.count, keys.count, "the cut puts were not all applied (the answer was held 300 ms): "
+            + "\(history.operations)")
+        let report = LinearizabilityChecker().check(history)
+        XCTAssertEqual(report.verdict, .linearizable, "\(report)")
+        let asFailed = History(history.operations.map { operation in
+            var operation = operation
+            if operation.outcome == .unknown { operation.outcome = .failed }
+            return operation
+        })
+        let wrong = LinearizabilityChecker().check(asFailed)
+        XCTAssertEqual(wrong.verdict, .violation, "recording cut writes as failed went unnoticed by the checker")
+    }
+
+    static func withClient<T: Sendable>(port: Int, _ body: @Sendable @escaping (EtcdClient) async throws -> T) async throws -> T {
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext,
+            config: .defaults { $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 1.6, jitter: 0.2) })
+        let client = GRPCClient(transport: transport)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await client.runConnections() }
+            defer { client.beginGracefulShutdown() }
+            return try await body(client)
+        }
+    }
+
     private func runSchedules(_ mix: FaultSchedule.Mix, defaultSeeds: [UInt64], members: Int = 3) async throws {
         let seeds = Self.seeds(defaults: defaultSeeds)
         let seconds = Self.environment["FAULT_SECONDS"].flatMap(Int.init) ?? 8
@@ -197,6 +308,8 @@ struct FaultRun {
     /// Instead of a seeded schedule: `member` runs with `KVSERVER_FAILPOINTS=name:hit` and must die there (after
     /// being made to lag past a snapshot, for the snapshot points); it is then restarted disarmed.
     var failPoint: (name: String, hit: Int, member: Int, viaSnapshot: Bool)?
+    /// Instead of a seeded schedule (a focused test), with the command that replays it.
+    var fixedSchedule: (schedule: FaultSchedule, replay: String)?
     var clientCount = 4
     /// The negative control: violations are expected and counted, not failures.
     var serializableReads = false
@@ -209,6 +322,9 @@ struct FaultRun {
         var watchEvents = 0
         var faults = 0
         var violations = 0
+        /// Leaders cut off from sending by a one-way partition, and those replaced (and followed) while it lasted.
+        var mutedLeaders = 0
+        var mutedLeadersReplaced = 0
 
         mutating func add(_ other: Figures) {
             operations += other.operations
@@ -217,6 +333,8 @@ struct FaultRun {
             watchEvents += other.watchEvents
             faults += other.faults
             violations += other.violations
+            mutedLeaders += other.mutedLeaders
+            mutedLeadersReplaced += other.mutedLeadersReplaced
         }
 
         var description: String {
@@ -227,8 +345,16 @@ struct FaultRun {
 
     func run(file: StaticString = #filePath, line: UInt = #line) async throws -> Figures {
         let replay = failPoint.map { "FAULT_FAILPOINT=\($0.name) swift test --filter ServerTests.FaultInjectionTests/testCrashAtEachFailurePoint" }
-            ?? FaultInjectionTests.replay(seed, mix, members: memberCount)
+            ?? fixedSchedule?.replay ?? FaultInjectionTests.replay(seed, mix, members: memberCount)
         let cluster = try TestCluster(size: memberCount, proxiedPeers: mix != .processes || failPoint != nil)
+        // The workload and the watchers reach the members through these; the fault task, the final reads and HashKV
+        // go direct, so that a stalled client link does not hide who leads or what the members hold.
+        let clientNetwork = mix == .clientLinks
+            ? try PeerNetwork(proxyPorts: try TestCluster.freePorts(count: memberCount),
+                              targetPorts: cluster.members.map(\.clientPort), fixedOrigin: PeerNetwork.clientOrigin,
+                              label: "client")
+            : nil
+        defer { clientNetwork?.stop() }
         // Small enough that the snapshot catch-up fault makes the leader snapshot and compact its log.
         if mix == .membership || failPoint != nil { cluster.extraFlags += ["--snapshot-count", "100"] }
         if let failPoint {
@@ -236,9 +362,11 @@ struct FaultRun {
         }
         try cluster.startAll()
         try cluster.waitHealthy()
-        let control = ClusterControl(cluster)
+        let control = ClusterControl(cluster, clientNetwork: clientNetwork)
         let schedule: FaultSchedule
-        if let failPoint {
+        if let fixedSchedule {
+            schedule = fixedSchedule.schedule
+        } else if let failPoint {
             let crash = FaultSchedule.Fault.awaitFailPointCrash(member: failPoint.member, point: failPoint.name,
                                                                 viaSnapshot: failPoint.viaSnapshot)
             // The log and apply points: the armed member leads when it dies (when the transfer is in time).
@@ -256,6 +384,20 @@ struct FaultRun {
                                            transportSecurity: .plaintext)
         }
         let clients = transports.map { GRPCClient(transport: $0) }
+        let proxiedTransports = try clientNetwork.map { network in
+            try network.listenPorts.map { port in
+                // A cut connection is re-established at once, as etcd's clients do, not after gRPC's default
+                // backoff of 1 s growing to 2 min, which would leave a member's clients idle for the rest of the run.
+                try HTTP2ClientTransport.Posix(
+                    target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext,
+                    config: .defaults {
+                        $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 1.6,
+                                           jitter: 0.2)
+                    })
+            }
+        } ?? []
+        let proxiedClients = proxiedTransports.map { GRPCClient(transport: $0) }
+        let workloadClients = proxiedClients.isEmpty ? clients : proxiedClients
         let watchers = [
             Watcher(name: "all keys, prev_kv", keys: .prefix("/fault/"), previousValues: true, seed: seed &+ 101),
             Watcher(name: "k0", keys: .key(keys[0]), previousValues: false, seed: seed &+ 202),
@@ -268,21 +410,21 @@ struct FaultRun {
         let workloadMilliseconds = self.workloadMilliseconds
 
         let (watches, faultLog, hashes) = try await withThrowingTaskGroup(of: Void.self) { group in
-            for client in clients { group.addTask { try await client.runConnections() } }
+            for client in clients + proxiedClients { group.addTask { try await client.runConnections() } }
             defer {
                 // On an early exit too: watchers end, then connections close.
                 stop.set(target: 0, hardDeadline: 0)
-                for client in clients { client.beginGracefulShutdown() }
+                for client in clients + proxiedClients { client.beginGracefulShutdown() }
             }
 
-            async let allKeysWatch = watchers[0].run(clients: clients, stop: stop)
-            async let singleKeyWatch = watchers[1].run(clients: clients, stop: stop)
+            async let allKeysWatch = watchers[0].run(clients: workloadClients, stop: stop)
+            async let singleKeyWatch = watchers[1].run(clients: workloadClients, stop: stop)
             let start = monotonicNanoseconds()
             let deadline = start + UInt64(workloadMilliseconds) * 1_000_000
             async let faults = control.inject(schedule, startedAt: start, clients: clients)
             await withTaskGroup(of: Void.self) { workers in
                 for client in workload {
-                    workers.addTask { await client.run(clients: clients, recorder: recorder, until: deadline) }
+                    workers.addTask { await client.run(clients: workloadClients, recorder: recorder, until: deadline) }
                 }
             }
             let faultLog = await faults
@@ -305,8 +447,15 @@ struct FaultRun {
         figures.acknowledgedWrites = history.operations.filter { $0.acknowledgedWriteRevision != nil }.count
         figures.unknownOutcomes = history.operations.filter { $0.outcome == .unknown }.count
         figures.faults = faultLog.count
+        figures.mutedLeaders = control.mutedLeaders
+        figures.mutedLeadersReplaced = control.mutedLeadersReplaced
         print("  faults: \(faultLog.joined(separator: "; "))")
         if let network = cluster.peerNetwork { print("  peer network: \(network.statistics)") }
+        if let clientNetwork { print("  client links: \(clientNetwork.statistics)") }
+        if control.oneWayPartitions > 0 {
+            print("  one-way partitions \(control.oneWayPartitions); leaders cut off from sending \(control.mutedLeaders), "
+                + "replaced while cut off \(control.mutedLeadersReplaced)")
+        }
         let failedSteps = faultLog.filter { $0.contains("FAILED") }
         XCTAssertEqual(failedSteps, [], "seed=\(seed) replay: \(replay): fault steps failed", file: file, line: line)
         print("  leader transfers \(control.leaderTransfers), members re-added \(control.membersReAdded), "
@@ -409,8 +558,13 @@ final class ClusterControl: @unchecked Sendable {
     private let cluster: TestCluster
     private var paused: Set<Int> = []
     private var killed: Set<Int> = []
+    /// Proxies between the workload's clients and the members (the client-link mix only).
+    private let clientNetwork: PeerNetwork?
 
-    init(_ cluster: TestCluster) { self.cluster = cluster }
+    init(_ cluster: TestCluster, clientNetwork: PeerNetwork? = nil) {
+        self.cluster = cluster
+        self.clientNetwork = clientNetwork
+    }
 
     /// Applies `schedule`, healing each fault before the next; returns what was done, for the report.
     func inject(_ schedule: FaultSchedule, startedAt start: UInt64, clients: [EtcdClient]) async -> [String] {
@@ -464,6 +618,30 @@ final class ClusterControl: @unchecked Sendable {
                 try? await Task.sleep(for: .milliseconds(length))
                 network.heal()
                 log.append("at \(at) ms partitioned \(leader.name) from member \(other) (\(mode)) for \(length) ms")
+            case .oneWay(let direction, let mode, let length):
+                log.append("at \(at) ms " + (await oneWay(direction, mode: mode, milliseconds: length, clients: clients)))
+            case .cutClientRequests(let hold, let length):
+                let links = clientLinks
+                let before = links.requestsCut
+                links.armRequestCuts(probability: 0.5, holdMilliseconds: 0...hold)
+                try? await Task.sleep(for: .milliseconds(length))
+                links.heal()
+                log.append("at \(at) ms cut \(links.requestsCut - before) client connections after they carried a request "
+                    + "(answers held 0–\(hold) ms) during \(length) ms")
+            case .stallClientLinks(let member, let length):
+                let target = await resolve(member, clients: clients)
+                clientLinks.partition([.init(from: PeerNetwork.clientOrigin, to: target.index),
+                                       .init(from: target.index, to: PeerNetwork.clientOrigin)], mode: .stall)
+                try? await Task.sleep(for: .milliseconds(length))
+                clientLinks.heal()
+                log.append("at \(at) ms stalled \(target.name)'s client links for \(length) ms")
+            case .delayClientLinks(let member, let delay, let length):
+                let target = await resolve(member, clients: clients)
+                clientLinks.delay([.init(from: PeerNetwork.clientOrigin, to: target.index),
+                                   .init(from: target.index, to: PeerNetwork.clientOrigin)], milliseconds: delay)
+                try? await Task.sleep(for: .milliseconds(length))
+                clientLinks.heal()
+                log.append("at \(at) ms delayed \(target.name)'s client links by \(delay) ms for \(length) ms")
             case .delay(let member, let delay, let length):
                 let target = await resolve(member, clients: clients)
                 let links = cluster.members.indices.filter { $0 != target.index }.flatMap {
@@ -502,6 +680,78 @@ final class ClusterControl: @unchecked Sendable {
     private var network: PeerNetwork {
         guard let network = cluster.peerNetwork else { preconditionFailure("network faults need a proxied cluster") }
         return network
+    }
+
+    private var clientLinks: PeerNetwork {
+        guard let clientNetwork else { preconditionFailure("client-link faults need client-link proxies") }
+        return clientNetwork
+    }
+
+    /// One-way partitions applied; leaders among their cut-off senders, and those the others replaced while it
+    /// lasted (the replaced leader also naming the new one: it still receives).
+    private(set) var oneWayPartitions = 0
+    private(set) var mutedLeaders = 0
+    private(set) var mutedLeadersReplaced = 0
+
+    /// Applies a one-way partition for `milliseconds` and checks, from the proxies' byte counts, that nothing moved
+    /// on the blocked connections while something did the other way. When a leader cannot send to anyone, it also
+    /// watches (Status of every member) for the others to elect a new leader and the old one to follow it.
+    private func oneWay(_ direction: FaultSchedule.OneWay, mode: PeerNetwork.PartitionMode, milliseconds: Int,
+                        clients: [EtcdClient]) async -> String {
+        let members = Array(cluster.members.indices)
+        let known = await statuses(clients)
+        let leaderID = known.first(where: { $0.leader != 0 })?.leader
+        let leaderIndex = known.first(where: { $0.id == leaderID })?.index
+        let sender: Int
+        let links: Set<PeerNetwork.Link>
+        let what: String
+        switch direction {
+        case .leaderToFollower(let offset):
+            sender = leaderIndex ?? 0
+            let follower = (sender + offset) % members.count
+            links = [.init(from: sender, to: follower)]
+            what = "\(leaderIndex == nil ? "member 0 (no leader known)" : "the leader (member \(sender))") cannot send to member \(follower)"
+        case .fromMember(let member):
+            sender = member ?? leaderIndex ?? 0
+            links = Set(members.filter { $0 != sender }.map { .init(from: sender, to: $0) })
+            what = "\(member == nil ? "the leader (member \(sender))" : "member \(sender)")\(member != nil && sender == leaderIndex ? ", the leader," : "") cannot send to any member"
+        }
+        let reverse = Set(links.map { PeerNetwork.Link(from: $0.to, to: $0.from) })
+        let muteLeader: Bool
+        if case .fromMember = direction, sender == leaderIndex { muteLeader = true } else { muteLeader = false }
+        let started = monotonicNanoseconds()
+        network.blockSending(links, mode: mode)
+        // Bytes already past the check when the block began may still land; count from a little later.
+        try? await Task.sleep(for: .milliseconds(100))
+        let before = network.deliveredBytes
+        var replacedAfter: UInt64?
+        let end = started + UInt64(milliseconds) * 1_000_000
+        while monotonicNanoseconds() < end {
+            try? await Task.sleep(for: .milliseconds(150))
+            guard muteLeader, replacedAfter == nil, let leaderID else { continue }
+            let now = await statuses(clients)
+            // Every member names one new leader, the old one included: it cannot send, but it hears the new term.
+            let named = Set(now.map(\.leader))
+            if now.count == members.count, named.count == 1, let new = named.first, new != 0, new != leaderID {
+                replacedAfter = (monotonicNanoseconds() - started) / 1_000_000
+            }
+        }
+        let after = network.deliveredBytes
+        network.heal()
+        func moved(_ set: Set<PeerNetwork.Link>) -> Int { set.reduce(0) { $0 + (after[$1] ?? 0) - (before[$1] ?? 0) } }
+        let leaked = moved(links), flowed = moved(reverse)
+        lock.withLock {
+            oneWayPartitions += 1
+            if muteLeader { mutedLeaders += 1 }
+            if replacedAfter != nil { mutedLeadersReplaced += 1 }
+        }
+        return "one-way partition: \(what) (\(mode)) for \(milliseconds) ms: \(leaked) bytes crossed the blocked links"
+            + (leaked > 0 ? " (FAILED: the partition leaked)" : "") + ", \(flowed) the other way"
+            // The others' votes and the new leader's appends reach a muted leader, so silence means the reverse
+            // direction was blocked too.
+            + (muteLeader && flowed == 0 ? " (FAILED: nothing came the other way)" : "")
+            + (!muteLeader ? "" : replacedAfter.map { "; every member followed a new leader after \($0) ms" }
+                ?? "; the leader was not replaced while it lasted")
     }
 
     /// Leader transfers that succeeded; snapshot catch-ups run and those that ended with the member installing a
@@ -759,6 +1009,7 @@ final class ClusterControl: @unchecked Sendable {
 
     /// Resumes every paused member and restarts every killed one.
     func healAll() {
+        clientNetwork?.heal()
         lock.withLock {
             cluster.peerNetwork?.heal()
             for index in paused { cluster.resume(index) }

@@ -298,6 +298,17 @@ struct FaultSchedule: CustomStringConvertible {
         /// Leader transfer, member remove and re-add with an empty data dir, a lagging member caught up by
         /// snapshot, with some kills.
         case membership
+        /// Faults on the links between the workload's clients and the members (through client-link proxies):
+        /// requests cut after reaching a member, stalled and delayed links.
+        case clientLinks
+    }
+
+    /// Which direction of which links a one-way partition blocks.
+    enum OneWay: Sendable {
+        /// The leader's messages to the follower `offset` places after it are lost; the follower's reach it.
+        case leaderToFollower(offset: Int)
+        /// A member's (the leader's when nil) messages to every other member are lost; theirs reach it.
+        case fromMember(Int?)
     }
 
     enum Fault: CustomStringConvertible {
@@ -313,10 +324,20 @@ struct FaultSchedule: CustomStringConvertible {
         /// Blocks the links between the leader and one follower (`offset` 1 or 2 places after it) both ways; both
         /// still reach the third member.
         case partitionFromLeader(offset: Int, mode: PeerNetwork.PartitionMode, milliseconds: Int)
+        /// A one-way partition for `milliseconds` (``PeerNetwork/blockSending(_:mode:)``).
+        case oneWay(OneWay, mode: PeerNetwork.PartitionMode, milliseconds: Int)
         /// Delays every chunk on every peer link to and from a member (the leader when nil).
         case delay(member: Int?, delayMilliseconds: Int, milliseconds: Int)
         /// Cuts every open peer connection, `times` times, `intervalMilliseconds` apart.
         case cutConnections(times: Int, intervalMilliseconds: Int)
+        /// For `milliseconds`, each client connection that carries a request is, with probability 1/2 per chunk,
+        /// cut 0–`maxHoldMilliseconds` later with the answers held back: the request may be applied, the client
+        /// sees a lost connection.
+        case cutClientRequests(maxHoldMilliseconds: Int, milliseconds: Int)
+        /// Stalls the client links of a member (the leader when nil): requests and answers stop, connections stay.
+        case stallClientLinks(member: Int?, milliseconds: Int)
+        /// Delays every chunk both ways on the client links of a member (the leader when nil).
+        case delayClientLinks(member: Int?, delayMilliseconds: Int, milliseconds: Int)
         /// Maintenance.MoveLeader to the follower `offset` places after the leader.
         case moveLeader(offset: Int)
         /// MemberRemove a member (the leader when nil), wipe its data dir, MemberAdd it again and start it with
@@ -343,6 +364,16 @@ struct FaultSchedule: CustomStringConvertible {
                 "isolate \(Self.name(member)) (\(mode)) for \(length) ms"
             case .partitionFromLeader(let offset, let mode, let length):
                 "partition the leader from the member \(offset) after it (\(mode)) for \(length) ms"
+            case .oneWay(.leaderToFollower(let offset), let mode, let length):
+                "one-way partition: the leader cannot send to the member \(offset) after it (\(mode)) for \(length) ms"
+            case .oneWay(.fromMember(let member), let mode, let length):
+                "one-way partition: \(Self.name(member)) cannot send to any member (\(mode)) for \(length) ms"
+            case .cutClientRequests(let hold, let length):
+                "cut client connections carrying requests (answers held 0–\(hold) ms) for \(length) ms"
+            case .stallClientLinks(let member, let length):
+                "stall \(Self.name(member))'s client links for \(length) ms"
+            case .delayClientLinks(let member, let delay, let length):
+                "delay \(Self.name(member))'s client links by \(delay) ms for \(length) ms"
             case .delay(let member, let delay, let length):
                 "delay \(Self.name(member))'s peer links by \(delay) ms for \(length) ms"
             case .cutConnections(let times, let interval):
@@ -362,6 +393,28 @@ struct FaultSchedule: CustomStringConvertible {
         }
 
         private static func name(_ member: Int?) -> String { member.map { "member \($0)" } ?? "the leader" }
+
+        /// The fault's kind, for checking that the default schedules draw every kind of their mix.
+        var kind: String {
+            switch self {
+            case .kill: "kill"
+            case .pause: "pause"
+            case .killAll: "killAll"
+            case .isolate: "isolate"
+            case .partitionFromLeader: "partition"
+            case .oneWay(.leaderToFollower, _, _): "oneWayLeaderToFollower"
+            case .oneWay(.fromMember, _, _): "oneWayFromMember"
+            case .delay: "delay"
+            case .cutConnections: "cut"
+            case .cutClientRequests: "cutClientRequests"
+            case .stallClientLinks: "stallClientLinks"
+            case .delayClientLinks: "delayClientLinks"
+            case .moveLeader, .moveLeaderTo: "moveLeader"
+            case .removeAndReAdd: "removeAndReAdd"
+            case .snapshotCatchUp: "snapshotCatchUp"
+            case .awaitFailPointCrash: "failPoint"
+            }
+        }
     }
 
     /// (milliseconds after the workload starts, fault)
@@ -390,14 +443,21 @@ struct FaultSchedule: CustomStringConvertible {
             case .network:
                 let mode: PeerNetwork.PartitionMode = Bool.random(using: &random) ? .refuse : .stall
                 switch roll {
-                case 0..<30: fault = .isolate(member: member, mode: mode, milliseconds: length)
-                case 30..<50:
+                case 0..<20: fault = .isolate(member: member, mode: mode, milliseconds: length)
+                case 20..<34:
                     fault = .partitionFromLeader(offset: Int.random(in: 1...2, using: &random), mode: mode,
                                                  milliseconds: length)
-                case 50..<70:
+                // Long enough (≥ 1.2 s) for the cut-off side to time out and act (a follower asks for votes, the
+                // others elect a new leader), which is what the one-way faults are for.
+                case 34..<46:
+                    fault = .oneWay(.leaderToFollower(offset: Int.random(in: 1...2, using: &random)), mode: mode,
+                                    milliseconds: max(length, 1_200))
+                case 46..<58:
+                    fault = .oneWay(.fromMember(member), mode: mode, milliseconds: max(length, 1_200))
+                case 58..<74:
                     fault = .delay(member: member, delayMilliseconds: Int.random(in: 20...200, using: &random),
                                    milliseconds: length)
-                case 70..<88:
+                case 74..<88:
                     fault = .cutConnections(times: Int.random(in: 2...8, using: &random),
                                             intervalMilliseconds: Int.random(in: 30...300, using: &random))
                 default: fault = .kill(member: member, downMilliseconds: length)
@@ -408,6 +468,18 @@ struct FaultSchedule: CustomStringConvertible {
                 case 30..<60: fault = .removeAndReAdd(member: member)
                 case 60..<90: fault = .snapshotCatchUp(offset: Int.random(in: 1...2, using: &random))
                 default: fault = .kill(member: member, downMilliseconds: length)
+                }
+            case .clientLinks:
+                // No kills: the other mixes have them, and a client link is cut by a kill as by a cut fault.
+                switch roll {
+                case 40..<65: fault = .stallClientLinks(member: member, milliseconds: length)
+                case 65..<88:
+                    fault = .delayClientLinks(member: member, delayMilliseconds: Int.random(in: 20...300, using: &random),
+                                              milliseconds: length)
+                // At least 0.5 s: a watcher's stream carries a progress request every 0.3 s, so it is cut too.
+                default:
+                    fault = .cutClientRequests(maxHoldMilliseconds: Int.random(in: 0...300, using: &random),
+                                               milliseconds: max(length, 500))
                 }
             }
             faults.append((at, fault))

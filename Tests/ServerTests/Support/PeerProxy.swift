@@ -19,32 +19,67 @@ import Glibc
 /// - a **delay** added to every chunk forwarded on a pair;
 /// - **cuts**: every open connection closed at once, mid-stream (both ends see a reset or EOF), then reconnection is
 ///   allowed.
+/// - a **one-way partition** (``blockSending(_:mode:)``): the connections a member opens to another carry nothing
+///   (refused, or stalled both ways), while the connections the other opens to it work. A member sends its Raft
+///   messages and forwarded requests only on connections it opened (one `Stream` RPC per peer), so this is "A's
+///   messages to B are lost, B's to A arrive". Blocking the bytes of one direction would not do: TCP and HTTP/2
+///   need the other direction (acks, window updates, pings) on the same connection, so the link would die both ways.
+///
+/// The same machinery proxies the clients' links to the members' client ports (``init(proxyPorts:targetPorts:fixedOrigin:label:)``
+/// with ``clientOrigin``): every connection then comes from `clientOrigin`, and ``armRequestCuts(probability:holdMilliseconds:)``
+/// cuts connections right after they carry a request, before its answer gets back.
 final class PeerNetwork: @unchecked Sendable {
     enum PartitionMode: String, Sendable { case refuse, stall }
 
     struct Link: Hashable, CustomStringConvertible {
         var from: Int
         var to: Int
-        var description: String { "\(from)→\(to)" }
+        var description: String { "\(Self.name(from))→\(Self.name(to))" }
+        private static func name(_ member: Int) -> String { member == PeerNetwork.clientOrigin ? "clients" : "\(member)" }
     }
+
+    /// The origin of every connection through a client-link network: the workload's clients, not a member.
+    static let clientOrigin = -1
 
     private let lock = NSLock()
     private var blocked: Set<Link> = []
     private var mode = PartitionMode.refuse
     private var delays: [Link: Int] = [:]
+    /// Links whose opener's connections are blocked (``blockSending(_:mode:)``): Link(from: opener, to: destination).
+    private var sendBlocked: Set<Link> = []
+    /// Request cuts (``armRequestCuts(probability:holdMilliseconds:)``): nil when disarmed.
+    private var requestCuts: (probability: Double, hold: ClosedRange<Int>)?
+    /// Bytes delivered (both directions) on connections by (opener, destination): what a one-way partition must
+    /// stop on its blocked links and leave flowing on the others.
+    private var bytesByOpener: [Link: Int] = [:]
     private var processIDs: [Int: Int32] = [:]
     private var proxies: [PeerProxy] = []
+    /// Set for a client-link network: every connection comes from it, no `/proc` lookup.
+    let fixedOrigin: Int?
+    let label: String
+    /// Member i's proxy port.
+    let listenPorts: [Int]
     private(set) var unidentifiedConnections = 0
+    private(set) var requestsCut = 0
     private(set) var acceptedConnections = 0
     private(set) var refusedConnections = 0
     private(set) var cutConnections = 0
 
-    /// Proxies for `count` members: member i's proxy listens on `proxyPorts[i]` and forwards to `peerPorts[i]`.
-    init(proxyPorts: [Int], peerPorts: [Int]) throws {
-        for (index, (proxyPort, peerPort)) in zip(proxyPorts, peerPorts).enumerated() {
-            proxies.append(try PeerProxy(member: index, listenPort: proxyPort, targetPort: peerPort, network: self))
+    /// Proxies for `count` members: member i's proxy listens on `proxyPorts[i]` and forwards to `targetPorts[i]`.
+    /// - Parameter fixedOrigin: the origin of every connection (``clientOrigin`` for client links); nil: found per
+    ///   connection among the member processes.
+    init(proxyPorts: [Int], targetPorts: [Int], fixedOrigin: Int? = nil, label: String = "peer") throws {
+        self.fixedOrigin = fixedOrigin
+        self.label = label
+        listenPorts = proxyPorts
+        for (index, (proxyPort, targetPort)) in zip(proxyPorts, targetPorts).enumerated() {
+            proxies.append(try PeerProxy(member: index, listenPort: proxyPort, targetPort: targetPort, network: self))
         }
         for proxy in proxies { proxy.start() }
+    }
+
+    convenience init(proxyPorts: [Int], peerPorts: [Int]) throws {
+        try self.init(proxyPorts: proxyPorts, targetPorts: peerPorts)
     }
 
     deinit { stop() }
@@ -80,6 +115,27 @@ final class PeerNetwork: @unchecked Sendable {
         }
     }
 
+    /// A one-way partition: the connections `link.from` opens to `link.to` are refused (cut, and closed on accept)
+    /// or stalled (no byte moves either way on them); connections `link.to` opens to `link.from` are untouched.
+    func blockSending(_ links: Set<Link>, mode: PartitionMode) {
+        lock.withLock {
+            sendBlocked.formUnion(links)
+            self.mode = mode
+        }
+        if mode == .refuse {
+            cut(where: { origin, destination in self.isSendBlocked(opener: origin, destination: destination) })
+        }
+    }
+
+    /// From now until ``heal()``, each connection that forwards bytes toward a member is, with `probability` per
+    /// chunk, doomed: nothing more comes back on it, and it is cut a random `holdMilliseconds` later, while what
+    /// the client sends still goes through. The requests reached the member and may be applied; the client never
+    /// hears. Only connections that have already answered something (the server's HTTP/2 SETTINGS) are doomed: a
+    /// gRPC client sends no request before that, so dooming earlier would cut connections that never carried one.
+    func armRequestCuts(probability: Double, holdMilliseconds: ClosedRange<Int>) {
+        lock.withLock { requestCuts = (probability, holdMilliseconds) }
+    }
+
     func delay(_ links: Set<Link>, milliseconds: Int) {
         lock.withLock { for link in links { delays[link] = milliseconds } }
     }
@@ -93,14 +149,46 @@ final class PeerNetwork: @unchecked Sendable {
     func heal() {
         lock.withLock {
             blocked = []
+            sendBlocked = []
             delays = [:]
+            requestCuts = nil
         }
     }
 
     var statistics: String {
         lock.withLock {
-            "\(acceptedConnections) peer connections proxied (\(unidentifiedConnections) of unknown origin), "
-                + "\(refusedConnections) refused, \(cutConnections) cut"
+            "\(acceptedConnections) \(label) connections proxied"
+                + (fixedOrigin == nil ? " (\(unidentifiedConnections) of unknown origin)" : "")
+                + ", \(refusedConnections) refused, \(cutConnections) cut"
+                + (requestsCut > 0 ? ", \(requestsCut) cut after carrying a request" : "")
+        }
+    }
+
+    /// Cumulative bytes delivered on connections by (opener, destination).
+    var deliveredBytes: [Link: Int] { lock.withLock { bytesByOpener } }
+
+    // MARK: For the connections
+
+    func countDelivered(_ bytes: Int, opener: Int?, destination: Int) {
+        guard let opener else { return }
+        lock.withLock { bytesByOpener[Link(from: opener, to: destination), default: 0] += bytes }
+    }
+
+    /// Whether a connection opened by `opener` (nil: unknown) to `destination` is blocked by a one-way partition.
+    /// An unknown opener is blocked when anything is blocked toward the destination.
+    func isSendBlocked(opener: Int?, destination: Int) -> Bool {
+        lock.withLock {
+            guard let opener else { return sendBlocked.contains { $0.to == destination } }
+            return sendBlocked.contains(Link(from: opener, to: destination))
+        }
+    }
+
+    /// Whether a chunk just forwarded should doom its connection; the hold before the cut if so.
+    func requestCutHold() -> Int? {
+        lock.withLock { () -> Int? in
+            guard let requestCuts, Double.random(in: 0..<1) < requestCuts.probability else { return nil }
+            requestsCut += 1
+            return Int.random(in: requestCuts.hold)
         }
     }
 
@@ -135,11 +223,12 @@ final class PeerNetwork: @unchecked Sendable {
         let refused = lock.withLock { () -> Bool in
             acceptedConnections += 1
             if from == nil { unidentifiedConnections += 1 }
-            let blockedNow: Bool
+            var blockedNow: Bool
             if let from {
                 blockedNow = blocked.contains(Link(from: from, to: to)) || blocked.contains(Link(from: to, to: from))
+                    || sendBlocked.contains(Link(from: from, to: to))
             } else {
-                blockedNow = blocked.contains { $0.to == to || $0.from == to }
+                blockedNow = blocked.contains { $0.to == to || $0.from == to } || sendBlocked.contains { $0.to == to }
             }
             let refused = blockedNow && mode == .refuse
             if refused { refusedConnections += 1 }
@@ -274,8 +363,8 @@ final class PeerProxy: @unchecked Sendable {
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 return
             }
-            let origin = network.member(owningLocalPort: UInt16(bigEndian: address.sin_port),
-                                        remotePort: UInt16(listenPort))
+            let origin = network.fixedOrigin
+                ?? network.member(owningLocalPort: UInt16(bigEndian: address.sin_port), remotePort: UInt16(listenPort))
             guard network.admit(from: origin, to: member) else {
                 close(client)
                 continue
@@ -316,6 +405,9 @@ final class ProxiedConnection: @unchecked Sendable {
     let origin: Int?
     private let lock = NSLock()
     private var isCut = false
+    /// Chosen for a request cut: answers are held back until the cut.
+    private var isDoomed = false
+    private var answeredSomething = false
     private var pumpsRunning = 2
 
     init(client: Int32, upstream: Int32, origin: Int?) {
@@ -325,6 +417,12 @@ final class ProxiedConnection: @unchecked Sendable {
     }
 
     var wasCut: Bool { lock.withLock { isCut } }
+    private var doomed: Bool { lock.withLock { isDoomed } }
+
+    private func doom(cutAfterMilliseconds hold: Int) {
+        lock.withLock { isDoomed = true }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(hold)) { [self] in cut() }
+    }
 
     /// Shuts both sockets down; the pumps then end and the last one closes them (closing earlier could let a
     /// reused descriptor number be shut down later).
@@ -352,19 +450,22 @@ final class ProxiedConnection: @unchecked Sendable {
         }
         let origin = self.origin
         let forward = Thread { [self] in
-            pump(from: client, to: upstream, network: network, sender: origin, receiver: destination)
+            pump(from: client, to: upstream, network: network, sender: origin, receiver: destination,
+                 destination: destination, isForward: true)
             finish()
         }
         let backward = Thread { [self] in
             // Bytes back from the destination to the connection's origin.
-            pump(from: upstream, to: client, network: network, sender: destination, receiver: origin)
+            pump(from: upstream, to: client, network: network, sender: destination, receiver: origin,
+                 destination: destination, isForward: false)
             finish()
         }
         forward.start()
         backward.start()
     }
 
-    private func pump(from source: Int32, to sink: Int32, network: PeerNetwork, sender: Int?, receiver: Int?) {
+    private func pump(from source: Int32, to sink: Int32, network: PeerNetwork, sender: Int?, receiver: Int?,
+                      destination: Int, isForward: Bool) {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = read(source, &buffer, buffer.count)
@@ -372,7 +473,9 @@ final class ProxiedConnection: @unchecked Sendable {
             let arrived = DispatchTime.now().uptimeNanoseconds
             // A stalled link holds its bytes (bounded by the kernel's buffers behind it) until the partition heals
             // or the connection is cut.
-            while blocked(network, sender, receiver) {
+            while blocked(network, sender, receiver)
+                || network.isSendBlocked(opener: origin, destination: destination)
+                || (!isForward && doomed) {
                 if wasCut { return }
                 usleep(10_000)
             }
@@ -390,6 +493,12 @@ final class ProxiedConnection: @unchecked Sendable {
                     return
                 }
                 written += result
+            }
+            network.countDelivered(count, opener: origin, destination: destination)
+            if !isForward {
+                lock.withLock { answeredSomething = true }
+            } else if !doomed && lock.withLock({ answeredSomething }), let hold = network.requestCutHold() {
+                doom(cutAfterMilliseconds: hold)
             }
         }
     }
