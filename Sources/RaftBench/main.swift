@@ -140,17 +140,19 @@ let quietLogger: Logger = {
 }()
 
 /// Counts applied entries; snapshots are the count.
-final class CountingStateMachine: StateMachine, @unchecked Sendable {
-    private(set) var appliedIndex: LogIndex = 0
+final class CountingStateMachine: StateMachine, Sendable {
+    private let applied = Atomic<LogIndex>(0)
+
+    var appliedIndex: LogIndex { applied.load(ordering: .acquiring) }
 
     func apply(_ entries: [Entry]) throws -> [ApplyResult] {
-        appliedIndex = entries.last!.index
+        applied.store(entries.last!.index, ordering: .releasing)
         return entries.map { _ in [] }
     }
 
     func writeSnapshot(to file: URL) throws { try Data("\(appliedIndex)".utf8).write(to: file) }
 
-    func restore(from file: URL, index: LogIndex) throws { appliedIndex = index }
+    func restore(from file: URL, index: LogIndex) throws { applied.store(index, ordering: .releasing) }
 }
 
 extension Duration {

@@ -52,6 +52,8 @@ public struct RaftNodeOptions: Sendable {
     public var snapshotRetainEntries: UInt64 = 5_000
     /// Bound on messages waiting in the inbox; beyond it new messages are dropped (Raft retransmits).
     public var maxInboxMessages: Int = 10_000
+    /// Bound on the bytes of committed entries handed to the applier and not yet applied; beyond it the loop waits.
+    public var maxUnappliedBytes: Int = 64 << 20
 
     public init() {}
 }
@@ -60,7 +62,9 @@ public struct RaftNodeOptions: Sendable {
 ///
 /// Every input (tick, message, proposal) is stepped into the core and followed at once by carrying out the
 /// resulting ``Ready`` in its documented order — persist, send, apply, advance — without suspending in between,
-/// so the actor's state and the disk never disagree across an await.
+/// so the actor's state and the disk never disagree across an await. Applying means handing the committed entries
+/// to the ``Applier``, which applies them in order on its own thread while the loop goes on (see there for when
+/// the loop waits for it).
 public actor RaftNode {
     public nonisolated let id: NodeID
     private var core: RaftCore
@@ -70,6 +74,9 @@ public actor RaftNode {
     private let options: RaftNodeOptions
     private let logger: Logger
     private let inbox: Inbox
+    private let applier: Applier
+    /// The last entry handed to the applier (the state machine's applied index trails it).
+    private var handedOffIndex: LogIndex
     /// Requests only step the core and signal here; the run loop then carries out one Ready for all of them, so
     /// concurrent proposals share one transaction and one fsync (group commit).
     private let flushes: AsyncStream<Void>
@@ -127,6 +134,11 @@ public actor RaftNode {
         self.logger = logger
         inbox = Inbox(capacity: options.maxInboxMessages)
         (flushes, flushContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        applier = Applier(stateMachine: stateMachine, maxQueuedBytes: options.maxUnappliedBytes) { [flushContinuation] in
+            // Reads waiting for the applied index, and applier failures, are handled on the node's next turn.
+            flushContinuation.yield()
+        }
+        handedOffIndex = stateMachine.appliedIndex
         wasMember = core.membership.contains(configuration.id)
         let snapshotIndex = storage.snapshotMetadata.index
         if stateMachine.appliedIndex > snapshotIndex {
@@ -169,6 +181,8 @@ public actor RaftNode {
         inbox.close()
         flushContinuation.finish()
         fail(with: .stopped("shut down"))
+        // After this the state machine may be closed: nothing may still be applying.
+        applier.stop()
     }
 
     // MARK: - Requests
@@ -240,7 +254,7 @@ public actor RaftNode {
 
     public var status: Status {
         Status(id: id, leader: core.leader, term: core.term, role: core.role, commitIndex: core.commitIndex,
-               appliedIndex: core.appliedIndex, membership: core.membership)
+               appliedIndex: stateMachine.appliedIndex, membership: core.membership)
     }
 
     // MARK: - The loop
@@ -261,6 +275,7 @@ public actor RaftNode {
     private func flush() throws {
         guard failure == nil else { return }
         try processReadies()
+        releaseReads()
     }
 
     private func tick() throws {
@@ -275,6 +290,7 @@ public actor RaftNode {
     /// state that could not be persisted would break the promises already made to peers.
     private func processReadies() throws {
         do {
+            if let error = applier.failure { throw error }
             while failure == nil, let ready = core.ready() {
                 try carryOut(ready)
             }
@@ -289,6 +305,9 @@ public actor RaftNode {
         if !ready.earlyMessages.isEmpty { transport.send(ready.earlyMessages) }
         for chunk in ready.snapshotChunks { try storage.stageSnapshotChunk(chunk) }
         if let snapshot = ready.snapshot {
+            // Restoring replaces the state the applier writes to.
+            applier.drain()
+            if let error = applier.failure { throw error }
             try storage.installStagedSnapshot(snapshot)
             try FailPoints.hit(.snapshotInstallBeforeRestore)
             guard let file = storage.snapshotFile else { preconditionFailure("an installed snapshot has a file") }
@@ -296,6 +315,7 @@ public actor RaftNode {
             precondition(stateMachine.appliedIndex == snapshot.index, "state machine restored to \(stateMachine.appliedIndex), not \(snapshot.index)")
             logger.info("installed snapshot at \(snapshot.index) (term \(snapshot.term))")
             lastConfigChangeApplied = max(lastConfigChangeApplied, snapshot.index)
+            handedOffIndex = snapshot.index
             bytesAppliedSinceSnapshot = 0
             snapshotThresholdBytes = 0
         }
@@ -304,15 +324,26 @@ public actor RaftNode {
         }
         if !ready.messages.isEmpty { transport.send(ready.messages) }
         if !ready.committed.isEmpty {
-            precondition(ready.committed.first!.index == stateMachine.appliedIndex + 1,
-                         "applying \(ready.committed.first!.index) after \(stateMachine.appliedIndex)")
-            let results = try stateMachine.apply(ready.committed)
-            precondition(results.count == ready.committed.count, "one result per applied entry")
-            precondition(stateMachine.appliedIndex == ready.committed.last!.index, "the state machine must record what it applied")
-            for (entry, result) in zip(ready.committed, results) { completeProposal(entry, result: result) }
+            precondition(ready.committed.first!.index == handedOffIndex + 1,
+                         "handing over \(ready.committed.first!.index) after \(handedOffIndex)")
+            var waiters: [LogIndex: Applier.Waiter] = [:]
+            for entry in ready.committed {
+                guard let waiter = proposals.removeValue(forKey: entry.index) else { continue }
+                if waiter.term == entry.term {
+                    waiters[entry.index] = waiter.continuation
+                } else {
+                    waiter.continuation.resume(throwing: RaftNodeError.leaderChanged)
+                }
+            }
+            applier.enqueue(ready.committed, waiters: waiters)
+            handedOffIndex = ready.committed.last!.index
             bytesAppliedSinceSnapshot += ready.committed.reduce(0) { $0 + Int64($1.data.count) }
             if let change = ready.committed.last(where: { $0.kind == .configChange }) {
                 lastConfigChangeApplied = change.index
+                // The core takes the new membership at advance; the state machine's must have changed by then
+                // (etcd's raft loop waits for conf-change applies the same way).
+                applier.drain()
+                if let error = applier.failure { throw error }
             }
         }
         if ready.leader != lastLeader {
@@ -335,15 +366,6 @@ public actor RaftNode {
         wasMember = wasMember || isMember
     }
 
-    private func completeProposal(_ entry: Entry, result: ApplyResult) {
-        guard let waiter = proposals.removeValue(forKey: entry.index) else { return }
-        if waiter.term == entry.term {
-            waiter.continuation.resume(returning: result)
-        } else {
-            waiter.continuation.resume(throwing: RaftNodeError.leaderChanged)
-        }
-    }
-
     private func releaseReads() {
         let applied = stateMachine.appliedIndex
         readsAwaitingApply.removeAll { item in
@@ -354,16 +376,19 @@ public actor RaftNode {
     }
 
     private func maybeSnapshot() throws {
-        let applied = stateMachine.appliedIndex
         let last = storage.snapshotMetadata.index
-        guard !snapshotInProgress, applied >= last + options.snapshotEveryEntries, applied == core.appliedIndex,
-              applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
+        guard !snapshotInProgress, handedOffIndex >= last + options.snapshotEveryEntries else { return }
         // Asked only once the entry count is reached: the size may take a query.
         if bytesAppliedSinceSnapshot < options.snapshotMaxLogBytes && options.snapshotLogToStateRatio > 0 {
             guard Double(bytesAppliedSinceSnapshot) >= snapshotThresholdBytes else { return }
             snapshotThresholdBytes = options.snapshotLogToStateRatio * Double(stateMachine.stateSizeBytes)
             guard Double(bytesAppliedSinceSnapshot) >= snapshotThresholdBytes else { return }
         }
+        // A snapshot is taken at the state machine's applied index with the core's membership: both must agree.
+        applier.drain()
+        if let error = applier.failure { throw error }
+        let applied = stateMachine.appliedIndex
+        guard applied == core.appliedIndex, applied <= storage.lastIndex, let term = storage.term(at: applied) else { return }
         let file = storage.temporarySnapshotFile()
         if stateMachine.snapshotsConcurrently {
             snapshotInProgress = true

@@ -4,7 +4,8 @@ import Foundation
 ///
 /// The state machine owns its durability: it records the index of the last entry it applied in the same
 /// transaction as the effects of that entry, so that after a crash `appliedIndex` tells exactly which entries
-/// to apply again. Entries are delivered in order, without gaps, each once.
+/// to apply again. Entries are delivered in order, without gaps, each once, from the node's applier thread, while
+/// the node and readers may read `appliedIndex` and the state from others.
 public protocol StateMachine: AnyObject, Sendable {
     /// The index of the last applied entry, as durable as the state it describes.
     var appliedIndex: LogIndex { get }

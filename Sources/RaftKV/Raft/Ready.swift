@@ -6,6 +6,9 @@
 /// 3. Persist `hardState` (when set) and `entries` in one transaction, synced to disk when `mustSync`.
 /// 4. Only then send `messages`: they may promise that what steps 1–3 wrote is durable (votes, acknowledgements).
 /// 5. Apply `committed` to the state machine, in order, and serve `readStates` once applied reaches their index.
+///    The driver may instead queue `committed` for applying after this Ready (in order, before any later Ready's),
+///    except when it holds a membership change: the core takes the new membership at step 6, so the state machine
+///    must have applied it by then.
 /// 6. Call ``RaftCore/advance(_:)`` with this value.
 ///
 /// The core hands out at most one Ready at a time: after ``RaftCore/ready()`` returns one, the next comes only

@@ -45,6 +45,9 @@ final class SimulatedNode {
     var machine = DigestStateMachine()
     var core: RaftCore?
     var restarts: UInt64 = 0
+    /// Committed entries handed to the applier but not applied yet, as the real node's applier queue: the core has
+    /// advanced past them, the state machine has not. Lost in a crash (the log still has them).
+    var pendingApply: [Entry] = []
 
     init(id: NodeID, configuration: RaftConfiguration, bootstrap: Membership?) throws {
         self.id = id
@@ -56,7 +59,10 @@ final class SimulatedNode {
     var isUp: Bool { core != nil }
 
     /// Loses everything not persisted: the core's memory, unsent messages, unapplied entries.
-    func crash() { core = nil }
+    func crash() {
+        core = nil
+        pendingApply = []
+    }
 
     func start() throws {
         precondition(core == nil)

@@ -150,7 +150,11 @@ final class Simulator {
         }
         if faults && step % options.proposeEverySteps == 0 { proposeFromClient() }
         deliverDueMessages()
-        for id in nodes.keys.sorted() { try drain(id) }
+        for id in nodes.keys.sorted() {
+            // The applier catches up at its own pace.
+            if let node = nodes[id], node.isUp, !node.pendingApply.isEmpty, chance(30) { applyPending(node) }
+            try drain(id)
+        }
         checkRoles()
     }
 
@@ -198,6 +202,8 @@ final class Simulator {
             #endif
             for chunk in ready.snapshotChunks { try node.storage.stageSnapshotChunk(chunk) }
             if let snapshot = ready.snapshot {
+                // The node waits for its applier before restoring the state it writes to.
+                applyPending(node)
                 try node.storage.installStagedSnapshot(snapshot)
                 if chance(1) { node.crash(); return }
                 guard let restored = DigestStateMachine(snapshot: node.storage.snapshotBytes) else {
@@ -218,12 +224,26 @@ final class Simulator {
             #else
             ready.messages.forEach(send)
             #endif
-            for entry in ready.committed {
-                apply(entry, on: node)
-                if chance(1) && chance(20) { node.crash(); return }
+            if !ready.committed.isEmpty && !ready.committed.contains(where: { $0.kind == .configChange }) && chance(50) {
+                // Handed to the applier: the core advances before the state machine applies them (Ready step 5).
+                node.pendingApply += ready.committed
+            } else {
+                // A membership change waits for everything before it, and for itself, to be applied.
+                applyPending(node)
+                for entry in ready.committed {
+                    apply(entry, on: node)
+                    if chance(1) && chance(20) { node.crash(); return }
+                }
             }
             node.core!.advance(ready)
         }
+    }
+
+    /// Applies what the node's applier holds, in order.
+    func applyPending(_ node: SimulatedNode) {
+        let pending = node.pendingApply
+        node.pendingApply = []
+        for entry in pending { apply(entry, on: node) }
     }
 
     func apply(_ entry: Entry, on node: SimulatedNode) {
@@ -331,6 +351,8 @@ final class Simulator {
     func takeSnapshots() {
         for id in nodes.keys.sorted() {
             guard let node = nodes[id], let core = node.core, chance(50) else { continue }
+            // As the node: a snapshot waits for the applier, so that the state and the core's membership agree.
+            applyPending(node)
             let applied = node.machine.appliedIndex
             guard applied > node.storage.snapshotMetadata.index, applied == core.appliedIndex,
                   let term = node.storage.term(at: applied), applied <= node.storage.lastIndex else { continue }
