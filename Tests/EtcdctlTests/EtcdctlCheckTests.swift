@@ -4,33 +4,7 @@ import XCTest
 /// `check perf` and `check datascale` are benchmarks: a short run (shortened through the variables that only our
 /// etcdctl reads) is checked for etcdctl's output shape, the rate limit and the clean-up, never for speed; their
 /// refusals are compared with the real etcdctl's.
-final class EtcdctlCheckTests: XCTestCase {
-    nonisolated(unsafe) static var server: Server?
-    nonisolated(unsafe) static var startFailure: String?
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            server = try Server.start()
-        } catch {
-            startFailure = "\(error)"
-        }
-    }
-
-    override class func tearDown() {
-        server?.stop()
-        server = nil
-        super.tearDown()
-    }
-
-    func requireServer() throws -> Server {
-        guard let server = Self.server else {
-            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            throw CancellationError()
-        }
-        return server
-    }
-
+final class EtcdctlCheckTests: SharedServerTestCase {
     static func matches(_ line: String, _ pattern: String) -> Bool {
         line.range(of: "^" + pattern + "$", options: .regularExpression) != nil
     }

@@ -8,7 +8,7 @@ import Glibc
 /// and environment: stdout, stderr and the exit code must be equal byte for byte, after normalising only what is
 /// inherently variable (timestamps, client UUIDs, "took" durations, lease IDs and TTLs, and revisions made by the
 /// case itself, which differ by a constant between the two runs).
-final class EtcdctlComparisonTests: XCTestCase {
+final class EtcdctlComparisonTests: SharedServerTestCase {
     struct Case {
         var name: String
         var args: [String]
@@ -21,33 +21,6 @@ final class EtcdctlComparisonTests: XCTestCase {
         var grantsLease = false
         /// The command grants a lease itself: its ID is random.
         var newLease = false
-    }
-
-    nonisolated(unsafe) static var server: Server?
-    nonisolated(unsafe) static var startFailure: String?
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            server = try Server.start()
-        } catch {
-            startFailure = "\(error)"
-        }
-    }
-
-    override class func tearDown() {
-        server?.stop()
-        server = nil
-        super.tearDown()
-    }
-
-    func requireServer() throws -> Server {
-        // A failure, not a skip: .ci/run installs the real etcdctl and swift build builds kvserver.
-        guard let server = Self.server else {
-            XCTFail("no server to compare against: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            throw CancellationError()
-        }
-        return server
     }
 
     // MARK: the cases

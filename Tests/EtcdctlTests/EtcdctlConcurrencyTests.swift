@@ -7,33 +7,7 @@ import Glibc
 /// `lock` and `elect`: our etcdctl and the real one take the same locks and run in the same elections on one
 /// kvserver, so each must wait for the other as etcd's recipes do; their outputs are compared with the lease IDs
 /// in the keys (random) and the revisions normalised.
-final class EtcdctlConcurrencyTests: XCTestCase {
-    nonisolated(unsafe) static var server: Server?
-    nonisolated(unsafe) static var startFailure: String?
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            server = try Server.start()
-        } catch {
-            startFailure = "\(error)"
-        }
-    }
-
-    override class func tearDown() {
-        server?.stop()
-        server = nil
-        super.tearDown()
-    }
-
-    func requireServer() throws -> Server {
-        guard let server = Self.server else {
-            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            throw CancellationError()
-        }
-        return server
-    }
-
+final class EtcdctlConcurrencyTests: SharedServerTestCase {
     /// `name/<lease ID in hex>` → `name/LEASE`.
     static func normaliseKeys(_ text: String, _ name: String) -> String {
         text.replacingOccurrences(of: NSRegularExpression.escapedPattern(for: name) + "/[0-9a-f]+", with: name + "/LEASE",

@@ -4,32 +4,16 @@ import XCTest
 /// A token the server forgets mid-run (`--auth-token-ttl 1`, and a `txn` that signs in, then waits for its input
 /// longer than that): clientv3's retry interceptor logs the refusal, signs in again and retries once. Ours must do
 /// the same, with the same output.
-final class EtcdctlTokenTests: XCTestCase {
-    nonisolated(unsafe) static var server: Server?
-    nonisolated(unsafe) static var startFailure: String?
+final class EtcdctlTokenTests: SharedServerTestCase {
+    override class var serverArguments: [String] { ["--auth-token-ttl", "1"] }
 
-    override class func setUp() {
-        super.setUp()
-        do {
-            server = try Server.start(extraArguments: ["--auth-token-ttl", "1"])
-            try server?.realEtcdctl(["user", "add", "root:rootpw"])
-            try server?.realEtcdctl(["auth", "enable"])
-        } catch {
-            startFailure = "\(error)"
-        }
-    }
-
-    override class func tearDown() {
-        server?.stop()
-        server = nil
-        super.tearDown()
+    override class func prepare(_ server: Server) throws {
+        try server.realEtcdctl(["user", "add", "root:rootpw"])
+        try server.realEtcdctl(["auth", "enable"])
     }
 
     func testExpiredTokenIsRenewed() throws {
-        guard let server = Self.server else {
-            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            return
-        }
+        let server = try requireServer()
         var outputs: [Server.Output] = []
         for (real, key) in [(true, "tk/real"), (false, "tk/ours")] {
             let txn = try Background.etcdctl(real: real, server: server, ["--user=root:rootpw", "txn"], keepStdin: true)
@@ -54,10 +38,7 @@ final class EtcdctlTokenTests: XCTestCase {
     /// tablewriter wraps cells longer than 30 characters at spaces (and the column is then 30 wide): the error
     /// cell of a refused sign-in in `endpoint health -w table`, in every format for good measure.
     func testTableWrapsLongCells() throws {
-        guard let server = Self.server else {
-            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            return
-        }
+        let server = try requireServer()
         for format in ["table", "simple", "json", "fields"] {
             let args = ["--user=root:wrong", "-w", format, "endpoint", "health"]
             let a = EtcdctlComparisonTests.normalise(try server.run(real: true, args), base: Int64.max, lease: 0)
