@@ -127,10 +127,12 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // What the test targets that start processes share (loopback ports).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "RaftTests", dependencies: ["RaftKV"]),
         .testTarget(name: "HistoryCheckTests", dependencies: ["HistoryCheck"]),
         // Object tests: the embedded store, and one real kvserver process (built beside the test bundle).
-        .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects", "RaftKV"]),
+        .testTarget(name: "ObjectTests", dependencies: ["ClusterObjects", "RaftKV", "TestSupport"]),
         // Server tests: units of the kvserver target, and real kvserver processes driven by the real etcdctl.
         .testTarget(
             name: "ServerTests",
@@ -140,6 +142,7 @@ let package = Package(
                 "ClusterObjects",
                 "EtcdAPI",
                 "HistoryCheck",
+                "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -148,7 +151,7 @@ let package = Package(
             ]
         ),
         // etcdctl tests: our etcdctl and the real one (Debian's etcd-client) against one kvserver, byte for byte.
-        .testTarget(name: "EtcdctlTests", dependencies: []),
+        .testTarget(name: "EtcdctlTests", dependencies: ["TestSupport"]),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -8,33 +9,7 @@ import Glibc
 /// file): the figures come from our format, the argument, file and hash errors are compared with the real
 /// etcdctl's (which checks the hash before it opens the database), and a restored three-member cluster serves the
 /// snapshot's keys at its revision.
-final class EtcdctlSnapshotTests: XCTestCase {
-    nonisolated(unsafe) static var server: Server?
-    nonisolated(unsafe) static var startFailure: String?
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            server = try Server.start()
-        } catch {
-            startFailure = "\(error)"
-        }
-    }
-
-    override class func tearDown() {
-        server?.stop()
-        server = nil
-        super.tearDown()
-    }
-
-    func requireServer() throws -> Server {
-        guard let server = Self.server else {
-            XCTFail("no server: \(Self.startFailure ?? "unknown") (needs kvserver and /usr/bin/etcdctl)")
-            throw CancellationError()
-        }
-        return server
-    }
-
+final class EtcdctlSnapshotTests: SharedServerTestCase {
     /// simple: `hash, revision, total keys, total size`.
     func status(_ server: Server, _ path: String) throws -> (hash: String, revision: Int64, keys: Int, size: String) {
         let output = try server.run(real: false, ["snapshot", "status", path], withEndpoints: false)
@@ -168,7 +143,7 @@ final class EtcdctlSnapshotTests: XCTestCase {
         let revision = try server.currentRevision()
         try server.realEtcdctl(["put", "rs/after", "not in the snapshot"])
 
-        let ports = try Server.freePorts(count: 6)
+        let ports = try LoopbackPorts.free(count: 6)
         let names = ["r1", "r2", "r3"]
         let peerURLs = (0..<3).map { "http://127.0.0.1:\(ports[3 + $0])" }
         let clientURLs = (0..<3).map { "http://127.0.0.1:\(ports[$0])" }

@@ -1,5 +1,6 @@
 import EtcdAPI
 import Foundation
+import TestSupport
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import HistoryCheck
@@ -209,7 +210,7 @@ final class FaultInjectionTests: XCTestCase {
         let cluster = try TestCluster(size: 1)
         try cluster.startAll()
         try cluster.waitHealthy()
-        let links = try PeerNetwork(proxyPorts: try TestCluster.freePorts(count: 1),
+        let links = try PeerNetwork(proxyPorts: try LoopbackPorts.free(count: 1),
                                     targetPorts: [cluster.members[0].clientPort], fixedOrigin: PeerNetwork.clientOrigin,
                                     label: "client")
         defer { links.stop() }
@@ -350,7 +351,7 @@ struct FaultRun {
         // The workload and the watchers reach the members through these; the fault task, the final reads and HashKV
         // go direct, so that a stalled client link does not hide who leads or what the members hold.
         let clientNetwork = mix == .clientLinks
-            ? try PeerNetwork(proxyPorts: try TestCluster.freePorts(count: memberCount),
+            ? try PeerNetwork(proxyPorts: try LoopbackPorts.free(count: memberCount),
                               targetPorts: cluster.members.map(\.clientPort), fixedOrigin: PeerNetwork.clientOrigin,
                               label: "client")
             : nil

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// kvbench (the benchmark tool bench/compare.sh runs) against one real kvserver: its JSON parses and its counts
@@ -82,7 +83,7 @@ final class KVBenchSmokeTests: XCTestCase {
 
     func testUnreachableServerCountsErrors() throws {
         // A port nothing listens on: every request must fail and be counted, within the request timeout.
-        let port = try TestCluster.freePorts(count: 1)[0]
+        let port = try LoopbackPorts.free(count: 1)[0]
         let output = try TestCluster.run(Self.kvbench.path, ["put", "--endpoints", "127.0.0.1:\(port)", "--total", "3",
                                                              "--request-timeout", "1", "--json"], timeout: 30)
         XCTAssertEqual(output.status, 0, output.stderr)

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -52,7 +53,7 @@ final class Server {
               FileManager.default.isExecutableFile(atPath: realEtcdctlPath) else { return nil }
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let ports = try freePorts(count: 2)
+        let ports = try LoopbackPorts.free(count: 2)
         let server = Server(root: root, clientPort: ports[0], peerPort: ports[1])
         let clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(ports[0])", peerURL = "http://127.0.0.1:\(ports[1])"
         if tls != nil { server.scheme = "https://" }
@@ -156,30 +157,5 @@ final class Server {
     private final class Collected: @unchecked Sendable {
         var stdout = Data()
         var stderr = Data()
-    }
-
-    static func freePorts(count: Int) throws -> [Int] {
-        var sockets: [Int32] = []
-        defer { sockets.forEach { close($0) } }
-        var ports: [Int] = []
-        for _ in 0..<count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw POSIXError(.EMFILE) }
-            sockets.append(fd)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = 0
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
-        }
-        return ports
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,7 +46,7 @@ final class KVServerProcess: @unchecked Sendable {
         }
         root = FileManager.default.temporaryDirectory.appendingPathComponent("objects-kvserver-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let ports = try Self.freePorts(count: size * 2)
+        let ports = try LoopbackPorts.free(count: size * 2)
         members = (0..<size).map { Member(name: "infra\($0 + 1)", clientPort: ports[2 * $0], peerPort: ports[2 * $0 + 1]) }
     }
 
@@ -122,31 +123,5 @@ final class KVServerProcess: @unchecked Sendable {
     private final class Collected: @unchecked Sendable {
         var stdout = Data()
         var stderr = Data()
-    }
-
-    /// Ports the kernel hands out for port 0, released again.
-    static func freePorts(count: Int) throws -> [Int] {
-        var sockets: [Int32] = []
-        defer { sockets.forEach { close($0) } }
-        var ports: [Int] = []
-        for _ in 0..<count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw POSIXError(.EMFILE) }
-            sockets.append(fd)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = 0
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
-        }
-        return ports
     }
 }

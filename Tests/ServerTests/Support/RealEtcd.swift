@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -28,7 +29,7 @@ final class RealEtcd {
         root = FileManager.default.temporaryDirectory
             .appendingPathComponent("real-etcd-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let ports = try TestCluster.freePorts(count: size * 2)
+        let ports = try LoopbackPorts.free(count: size * 2)
         members = (0..<size).map { index in
             TestCluster.Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1])
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Synchronization
 import XCTest
 #if canImport(Glibc)
@@ -67,13 +68,13 @@ final class TestCluster {
         root = FileManager.default.temporaryDirectory
             .appendingPathComponent("kvserver-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let ports = try Self.freePorts(count: size * 2)
+        let ports = try LoopbackPorts.free(count: size * 2)
         members = (0..<size).map { index in
             Member(name: "infra\(index + 1)", clientPort: ports[2 * index], peerPort: ports[2 * index + 1],
                    scheme: tls == nil ? "http" : "https")
         }
         if proxiedPeers {
-            let proxyPorts = try Self.freePorts(count: size)
+            let proxyPorts = try LoopbackPorts.free(count: size)
             for index in members.indices { members[index].advertisedPeerPort = proxyPorts[index] }
             peerNetwork = try PeerNetwork(proxyPorts: proxyPorts, peerPorts: members.map(\.peerPort))
         }
@@ -266,44 +267,5 @@ final class TestCluster {
         XCTFail("cluster not healthy within \(timeout) s: \(last.stdout)\(last.stderr)\n--- log of \(members[0].name) (in \(root.path)):\n\(log(0).prefix(6000))",
                 file: file, line: line)
         throw MissingTool(description: "cluster not healthy")
-    }
-
-    // MARK: Ports
-
-    /// Ports the kernel hands out for port 0, released again; the window in which another process could take
-    /// one is tiny and only on loopback.
-    /// Ports handed out in this process: never given twice, so a member that is down keeps its ports.
-    private static let handedOutPorts = Mutex<Set<Int>>([])
-
-    /// Free loopback ports below the kernel's ephemeral range. A port the kernel picked (bind to port 0) would do
-    /// while the member runs, but once it is killed the kernel may hand the port to another socket — a member's
-    /// internal gRPC server, an outgoing connection, another test's process — and the restarted member then finds
-    /// its port taken.
-    static func freePorts(count: Int) throws -> [Int] {
-        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
-        let ephemeralLow = Int(range.split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 32_768
-        let low = max(1_024, ephemeralLow - 12_000)
-        var ports: [Int] = []
-        for _ in 0..<10_000 where ports.count < count {
-            let port = Int.random(in: low..<ephemeralLow)
-            guard handedOutPorts.withLock({ !$0.contains(port) }), isFree(port) else { continue }
-            handedOutPorts.withLock { _ = $0.insert(port) }
-            ports.append(port)
-        }
-        guard ports.count == count else { throw POSIXError(.EADDRINUSE) }
-        return ports
-    }
-
-    private static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
     }
 }
