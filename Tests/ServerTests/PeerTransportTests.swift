@@ -353,6 +353,15 @@ private func freePort() async throws -> Int {
         #expect(throws: PeerAddressError.self) { try PeerAddress(url: "http://infra0.example.com:2380").bindAddress() }
     }
 
+    @Test func theAddressCacheAnswersAsParsingDoes() throws {
+        let cache = PeerAddressCache(tls: nil)
+        for url in ["http://127.0.0.1:2380", "http://[::1]:2380/", "https://127.0.0.1:2380", "http://bad host:1", "x"] {
+            // Twice: the second answer comes from the cache.
+            for _ in 0..<2 { #expect(cache.address(of: url) == (try? PeerAddress(url: url)), "\(url)") }
+        }
+        #expect(PeerAddressCache(tls: nil).address(of: "http://10.0.0.7:12380") == PeerAddress(host: "10.0.0.7", port: 12380))
+    }
+
     @Test(arguments: [
         ("https://127.0.0.1:2380", "https peer URLs need --peer-cert-file and --peer-key-file"),
         ("unix://peer.sock:1", "unsupported scheme \"unix\""),

@@ -32,9 +32,10 @@ struct ServerRuntime {
         // server: the box breaks the cycle.
         let serverBox = ServerBox()
         let initialByID = Dictionary(bootstrap.initialMembers.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let peerAddresses = PeerAddressCache(tls: configuration.peerTLS)
         let transport = PeerTransport(clusterID: identity.clusterID, localID: identity.memberID, resolve: { id in
             let urls = serverBox.server?.peerURLs(of: id) ?? initialByID[id]?.peerURLs ?? []
-            return urls.first.flatMap { try? PeerAddress(url: $0, tls: configuration.peerTLS) }
+            return urls.first.flatMap(peerAddresses.address(of:))
         }, logger: logger)
 
         let metrics = ServerMetrics(serverVersion: EtcdServer.serverVersion)
