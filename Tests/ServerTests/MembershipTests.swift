@@ -161,6 +161,12 @@ final class MembershipTests: XCTestCase {
         while removedProcess.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
         XCTAssertFalse(removedProcess.isRunning, "the removed leader still runs:\n\(cluster.log(leaderIndex).suffix(2000))")
         XCTAssertTrue(cluster.log(leaderIndex).contains("removed from the cluster"), String(cluster.log(leaderIndex).suffix(2000)))
+        // It stopped on its own, not by a crash on the way out (once: "Deinited NIOAsyncWriter without calling
+        // finish()" in the gRPC transport while its tasks were cancelled).
+        if !removedProcess.isRunning {
+            XCTAssertEqual(removedProcess.terminationReason, .exit, String(cluster.log(leaderIndex).suffix(2000)))
+            XCTAssertTrue(cluster.log(leaderIndex).contains("[KVServer] stopped"), String(cluster.log(leaderIndex).suffix(2000)))
+        }
         // The other two carry on, once they have elected a leader.
         var carriedOn = false
         for _ in 0..<20 where !carriedOn {
