@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// Auth and TLS: our etcdctl and the real one against kvservers of their own (auth changes the whole server's
@@ -255,7 +256,7 @@ final class EtcdctlAuthTests: XCTestCase {
     func testTLSAgainstRealEtcdctl() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-tls-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let certificates = try Certificates.make(in: directory)
+        let certificates = try TLSMaterial.make(in: directory, clients: ["client"])
         let ca = certificates.path("ca.crt"), cert = certificates.path("client.crt"), key = certificates.path("client.key")
         let client = ["--cacert", ca, "--cert", cert, "--key", key]
         guard let server = try Server.start(

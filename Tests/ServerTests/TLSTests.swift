@@ -1,5 +1,6 @@
 import ClusterObjects
 import Foundation
+import TestSupport
 import RaftKV
 import XCTest
 

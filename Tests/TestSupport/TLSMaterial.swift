@@ -1,15 +1,20 @@
 import Foundation
 
 /// A throwaway certificate authority and certificates made with Debian's `openssl` (installed by .ci/run): a
-/// server certificate for 127.0.0.1 / localhost, and client certificates whose common names are user names.
-struct TLSMaterial {
-    let directory: URL
+/// server certificate for 127.0.0.1 / localhost, client certificates whose common names are user names, and a
+/// `stranger` certificate (common name `root`) signed by another CA, which the cluster must not trust.
+public struct TLSMaterial: Sendable {
+    public let directory: URL
 
-    func path(_ file: String) -> String { directory.appendingPathComponent(file).path }
+    public struct OpenSSLFailed: Error, CustomStringConvertible {
+        public var description: String
+    }
 
-    /// Makes `ca.crt`, `server.crt`/`.key` and `<name>.crt`/`.key` for each client name, plus `stranger.crt`/`.key`
-    /// signed by another CA (a certificate the cluster must not trust).
-    static func make(in directory: URL, clients: [String]) throws -> TLSMaterial {
+    public func path(_ file: String) -> String { directory.appendingPathComponent(file).path }
+
+    /// Makes `ca.crt`, `other-ca.crt`, `server.crt`/`.key`, `<name>.crt`/`.key` for each client name and
+    /// `stranger.crt`/`.key`.
+    public static func make(in directory: URL, clients: [String]) throws -> TLSMaterial {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let material = TLSMaterial(directory: directory)
         try material.openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
@@ -32,6 +37,9 @@ struct TLSMaterial {
     }
 
     private func openssl(_ arguments: [String]) throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") else {
+            throw OpenSSLFailed(description: "openssl is not installed (apt-get install openssl); .ci/run installs it")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
         process.arguments = arguments
@@ -39,14 +47,11 @@ struct TLSMaterial {
         process.standardOutput = FileHandle.nullDevice
         let errors = Pipe()
         process.standardError = errors
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") else {
-            throw TestCluster.MissingTool(description: "openssl is not installed (apt-get install openssl); .ci/run installs it")
-        }
         try process.run()
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw TestCluster.MissingTool(description: "openssl \(arguments.joined(separator: " ")) failed: "
+            throw OpenSSLFailed(description: "openssl \(arguments.joined(separator: " ")) failed: "
                 + String(decoding: message, as: UTF8.self))
         }
     }
