@@ -60,7 +60,8 @@ let package = Package(
             ]
         ),
         // Generated Swift code for etcd's v3 gRPC API (messages + client/server stubs).
-        // Do not edit by hand: run scripts/generate-etcd-api.sh (protos in Protos/etcd).
+        // Do not edit by hand: run scripts/generate-etcd-api.sh (protos in Protos/etcd). GoStatusText.swift, how
+        // etcd's Go side prints a gRPC status, is the one hand-written file, shared by kvserver and etcdctl.
         .target(
             name: "EtcdAPI",
             dependencies: [

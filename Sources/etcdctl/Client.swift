@@ -69,32 +69,10 @@ struct RPCFailure: Error {
     var isEtcdError: Bool { message.hasPrefix("etcdserver: ") || message.hasPrefix("etcdserver:") }
 
     /// grpc-go's status error text.
-    var grpcText: String { "rpc error: code = \(Self.goName(code)) desc = \(message)" }
+    var grpcText: String { "rpc error: code = \(code.goName) desc = \(message)" }
 
     /// What etcd's clientv3 returns as the error text.
     var text: String { isEtcdError ? message : grpcText }
-
-    static func goName(_ code: RPCError.Code) -> String {
-        switch code {
-        case .cancelled: "Canceled"
-        case .unknown: "Unknown"
-        case .invalidArgument: "InvalidArgument"
-        case .deadlineExceeded: "DeadlineExceeded"
-        case .notFound: "NotFound"
-        case .alreadyExists: "AlreadyExists"
-        case .permissionDenied: "PermissionDenied"
-        case .resourceExhausted: "ResourceExhausted"
-        case .failedPrecondition: "FailedPrecondition"
-        case .aborted: "Aborted"
-        case .outOfRange: "OutOfRange"
-        case .unimplemented: "Unimplemented"
-        case .internalError: "Internal"
-        case .unavailable: "Unavailable"
-        case .dataLoss: "DataLoss"
-        case .unauthenticated: "Unauthenticated"
-        default: "Unknown"
-        }
-    }
 }
 
 /// The JSON warning clientv3's retry interceptor logs (zap, production config) when a unary call fails.

@@ -80,22 +80,6 @@ extension RPCError {
     }
 }
 
-extension RPCError {
-    /// How Go's gRPC prints a status error (`rpc error: code = NotFound desc = …`), which etcd sometimes sends as
-    /// text (a watch's cancel reason).
-    var goDescription: String {
-        let names: [RPCError.Code: String] = [
-            .cancelled: "Canceled", .unknown: "Unknown", .invalidArgument: "InvalidArgument",
-            .deadlineExceeded: "DeadlineExceeded", .notFound: "NotFound", .alreadyExists: "AlreadyExists",
-            .permissionDenied: "PermissionDenied", .resourceExhausted: "ResourceExhausted",
-            .failedPrecondition: "FailedPrecondition", .aborted: "Aborted", .outOfRange: "OutOfRange",
-            .unimplemented: "Unimplemented", .internalError: "Internal", .unavailable: "Unavailable",
-            .dataLoss: "DataLoss", .unauthenticated: "Unauthenticated",
-        ]
-        return "rpc error: code = \(names[code] ?? "Unknown") desc = \(message)"
-    }
-}
-
 /// Runs a handler body, answering its errors as etcd would.
 func answering<T>(_ body: () async throws -> T) async throws -> T {
     do {
