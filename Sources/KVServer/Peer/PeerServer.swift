@@ -26,6 +26,8 @@ final class PeerServer: Sendable {
                 // And find dead senders too: a half-open stream otherwise lingers until TCP gives up.
                 config.connection.keepalive.time = .seconds(10)
                 config.connection.keepalive.timeout = .seconds(5)
+                // Senders already write a batch of Raft messages per frame; coalescing only delays each flush.
+                config.connection.flushCoalescing = nil
             })
         server = GRPCServer(transport: transport, services: [service])
     }

@@ -296,6 +296,8 @@ final class PeerTransport: RaftTransport {
                 config.backoff = .init(initial: .milliseconds(50), max: .seconds(1), multiplier: 2, jitter: 0.2)
                 // A peer that vanished without closing its connections is found by pings, not by TCP timeouts.
                 config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
+                // The sender writes a batch of Raft messages per frame itself; coalescing only delays each flush.
+                config.connection.flushCoalescing = nil
             })
     }
 
