@@ -44,8 +44,9 @@ member_cpu_ticks() {
 run() {
   local label=$1 binary=$2 round=$3 leader
   choose_ports
-  rm -rf "$work/data"
-  launch_members data "$binary" "ab-$round" --heartbeat-interval 100 --election-timeout 1000
+  # Data and logs under the system's label, so that a member that fails to start is shown with its own log.
+  rm -rf "$work/$label" "$work/$label"-infra*.log
+  launch_members "$label" "$binary" "ab-$round" --heartbeat-interval 100 --election-timeout 1000
   wait_serving "$label" 30
   leader=$(leader_endpoint)
   "$ETCDCTL" --endpoints="$leader" put bench/range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
