@@ -96,7 +96,7 @@ private func withGRPCStack<T: Sendable>(
     endpoints: HTTPEndpoints = stubEndpoints(),
     configuration: ClientListener.Configuration = fastTimeouts,
     grpcConfig: HTTP2ServerTransport.Custom<GRPCHandoff>.Config = .defaults,
-    _ body: @escaping @Sendable (ClientListener) async throws -> T
+    _ body: @escaping @Sendable (SniffingListener) async throws -> T
 ) async throws -> T {
     let handoff = GRPCHandoff()
     let server = GRPCServer(transport: HTTP2ServerTransport.Custom(listenerFactory: handoff, config: grpcConfig),

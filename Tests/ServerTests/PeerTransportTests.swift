@@ -1,10 +1,12 @@
-// The member-to-member transport over real gRPC on the loopback interface: PeerTransport (sender) against
-// PeerService behind a PeerServer (receiver), and three embedded stores replicating through them.
+// The member-to-member transport on the loopback interface: PeerTransport (sender) against PeerService behind a
+// PeerServer (receiver), Raft streams and gRPC calls, and three embedded stores replicating through them.
 
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 @testable import KVServer
@@ -112,17 +114,40 @@ private final class RunningTransport: Sendable {
     }
 }
 
-/// Sends `frames` on one `Stream` RPC of a client of its own, as a foreign or misconfigured member would.
-private func sendRawFrames(_ frames: [[UInt8]], to port: Int) async throws {
-    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port),
-                                                   transportSecurity: .plaintext)
-    try await withGRPCClient(transport: transport) { client in
-        let request = StreamingClientRequest(of: [UInt8].self) { writer in
-            for frame in frames { try await writer.write(frame) }
+/// Sends `frames` on a Raft stream of its own, as a foreign or misconfigured member would, then ends its side;
+/// throws the receiver's refusal as an RPCError.
+private func sendRawFrames(_ frames: [[UInt8]], then tail: [UInt8] = [], preface: [UInt8] = PeerStreamWire.preface,
+                           to port: Int) async throws {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelOption(.allowRemoteHalfClosure, value: true)
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(PeerStreamWire.FrameDecoder(maxFrameBytes: PeerStreamWire.maxReplyFrameBytes)))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            }
         }
-        _ = try await client.clientStreaming(request: request, descriptor: PeerRPC.stream, serializer: RawBytesCodec(),
-                                             deserializer: RawBytesCodec(), options: .peer()) { try $0.message }
+    let refusal = try await channel.executeThenClose { inbound, outbound -> PeerStreamWire.Refusal? in
+        var bytes = ByteBuffer(bytes: preface)
+        for frame in frames {
+            bytes.writeInteger(UInt32(frame.count))
+            bytes.writeBytes(frame)
+        }
+        bytes.writeBytes(tail)
+        try await outbound.write(bytes)
+        outbound.finish()
+        var refusal: PeerStreamWire.Refusal?
+        do {
+            for try await frame in inbound where frame.readableBytes > 0 {
+                refusal = PeerStreamWire.Refusal.read(frame)
+            }
+        } catch where refusal != nil {
+            // The receiver closed right after refusing; its reset may follow the refusal.
+        }
+        return refusal
     }
+    if let refusal { throw RPCError(code: refusal.code, message: refusal.message) }
 }
 
 /// A port nothing listens on, that a server may bind later (servers set SO_REUSEADDR).
@@ -289,6 +314,29 @@ private func freePort() async throws -> Int {
         await receiver.stop()
     }
 
+    @Test func anOversizedFrameIsRefusedFromItsLengthAndOtherProtocolsAreClosed() async throws {
+        let receiver = try TestPeer(id: 2, members: [1, 2])
+        let port = try await receiver.port()
+        let valid = PeerFrame.encode(clusterID: testClusterID, from: 1, to: 2, messages: [heartbeat(from: 1, to: 2, 1)])
+
+        // The length alone decides: the receiver does not wait for 16 MiB that will never come.
+        var oversized: [UInt8] = []
+        withUnsafeBytes(of: UInt32(PeerLimits.maxMessageBytes + 1).bigEndian) { oversized.append(contentsOf: $0) }
+        let error = await #expect(throws: RPCError.self) {
+            try await sendRawFrames([valid], then: oversized + [1, 2, 3], to: port)
+        }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message == "rafthttp: frame of \(PeerLimits.maxMessageBytes + 1) bytes exceeds the limit of \(PeerLimits.maxMessageBytes)")
+        #expect(receiver.inbox.count == 1)
+
+        // Neither a Raft stream nor HTTP/2: closed without a word, and nothing delivered.
+        try await sendRawFrames([valid], preface: Array("GET /raft HTTP/1.1\r\n\r\n".utf8), to: port)
+        // Keep-alives (empty frames) around a frame are skipped; the frame is delivered.
+        try await sendRawFrames([[], valid, []], to: port)
+        #expect(receiver.inbox.count == 2)
+        await receiver.stop()
+    }
+
     // MARK: - Forward and ClusterInfo
 
     @Test func forwardRoundTripsBytesAndPropagatesRPCErrors() async throws {
@@ -349,8 +397,8 @@ private func freePort() async throws -> Int {
         #expect(try PeerAddress(url: "http://127.0.0.1:2380").url == "http://127.0.0.1:2380")
         #expect(try PeerAddress(url: "http://127.0.0.1:2380").isIPv4)
         #expect(try !PeerAddress(url: "http://1.2.3.400:2380").isIPv4)
-        #expect(throws: Never.self) { try PeerAddress(url: "http://localhost:2380").bindAddress() }
-        #expect(throws: PeerAddressError.self) { try PeerAddress(url: "http://infra0.example.com:2380").bindAddress() }
+        #expect(throws: Never.self) { try PeerAddress(url: "http://localhost:2380").bindHost() }
+        #expect(throws: PeerAddressError.self) { try PeerAddress(url: "http://infra0.example.com:2380").bindHost() }
     }
 
     @Test func theAddressCacheAnswersAsParsingDoes() throws {
@@ -387,7 +435,7 @@ private func freePort() async throws -> Int {
 // MARK: - Three stores over the peer transport
 
 @Suite(.serialized) struct PeerClusterTests {
-    @Test func threeStoresElectALeaderAndReplicateOverGRPC() async throws {
+    @Test func threeStoresElectALeaderAndReplicateOverPeerStreams() async throws {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("peer-cluster-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: scratch) }
         var configuration = KVStore.Configuration()

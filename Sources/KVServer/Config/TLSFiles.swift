@@ -42,26 +42,28 @@ import GRPCNIOTransportHTTP2Posix
 import NIOSSL
 
 extension TLSFiles {
-    /// The client port's server context: HTTP/2 (gRPC) and HTTP/1.1 (health, metrics) are both offered by ALPN.
-    func clientListenerContext() throws -> NIOSSLContext {
+    /// A listener's TLS context, offering `applicationProtocols` by ALPN: the client port offers HTTP/2 (gRPC) and
+    /// HTTP/1.1 (health, metrics), the peer port HTTP/2 (its gRPC calls; Raft streams use no ALPN).
+    func serverContext(applicationProtocols: [String]) throws -> NIOSSLContext {
         let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
-        configuration.applicationProtocols = ["h2", "http/1.1"]
+        configuration.applicationProtocols = applicationProtocols
         if let trustedCAFile { configuration.trustRoots = .file(trustedCAFile) }
         // Clients are not named by host: any certificate the CA signed is a client.
         if clientCertificateAuth { configuration.certificateVerification = .noHostnameVerification }
         return try NIOSSLContext(configuration: configuration)
     }
 
-    /// The peer server's transport security.
-    var peerServerSecurity: HTTP2ServerTransport.Posix.TransportSecurity {
-        .tls(HTTP2ServerTransport.Posix.TransportSecurity.TLS(
-            certificateChain: [.file(path: certificateFile, format: .pem)],
-            privateKey: .file(path: keyFile, format: .pem),
-            clientCertificateVerification: clientCertificateAuth ? .noHostnameVerification : .noVerification,
-            trustRoots: trustedCAFile.map { .certificates([.file(path: $0, format: .pem)]) } ?? .systemDefault,
-            requireALPN: false))
+    /// How a member opens Raft streams to its peers: as ``peerClientSecurity``, for a raw TLS connection.
+    func peerStreamClientContext() throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateChain = chain
+        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+        if let trustedCAFile { configuration.trustRoots = .file(trustedCAFile) }
+        configuration.certificateVerification = .noHostnameVerification
+        return try NIOSSLContext(configuration: configuration)
     }
 
     /// How a member dials its peers: with its own certificate (for peers that check clients), trusting the peer CA.

@@ -93,12 +93,11 @@ struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
         return .dns(host: host, port: port)
     }
 
-    /// The socket address to listen on. Like etcd, listening needs an IP address; `localhost` is accepted as the
-    /// loopback address.
-    func bindAddress() throws(PeerAddressError) -> GRPCNIOTransportCore.SocketAddress {
-        if isIPv4 { return .ipv4(host: host, port: port) }
-        if isIPv6 { return .ipv6(host: host, port: port) }
-        if host.lowercased() == "localhost" { return .ipv4(host: "127.0.0.1", port: port) }
+    /// The host to listen on. Like etcd, listening needs an IP address; `localhost` is accepted as the loopback
+    /// address.
+    func bindHost() throws(PeerAddressError) -> String {
+        if isIPv4 || isIPv6 { return host }
+        if host.lowercased() == "localhost" { return "127.0.0.1" }
         throw PeerAddressError(url: url, reason: "expected an IP address to listen on")
     }
 }

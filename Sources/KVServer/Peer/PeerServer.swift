@@ -1,7 +1,12 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOCore
+import NIOSSL
+import Synchronization
 
-/// The gRPC server members dial: serves ``PeerService`` on a peer listen address.
+/// The peer port: receives Raft streams (``PeerStreamWire``) and serves the `raftkv.Peer` gRPC calls on one
+/// listen address, telling them apart by their first bytes, as the client port tells gRPC from HTTP.
 ///
 /// ```swift
 /// let server = try PeerServer(listeningOn: PeerAddress(url: "http://127.0.0.1:2380"), service: service)
@@ -9,44 +14,172 @@ import GRPCNIOTransportHTTP2Posix
 /// let port = try await server.boundPort()
 /// ```
 final class PeerServer: Sendable {
-    private let transport: HTTP2ServerTransport.Posix
-    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let host: String
+    private let port: Int
+    private let service: PeerService
+    private let tls: NIOSSLContext?
+    private let handoff = GRPCHandoff()
+    private let grpcServer: GRPCServer<HTTP2ServerTransport.Custom<GRPCHandoff>>
+    private let bound = OneShot<Int>()
+    private let shutdownRequests: AsyncStream<Void>
+    private let shutdownContinuation: AsyncStream<Void>.Continuation
+
+    /// How long a new connection may take to show whether it is a Raft stream or gRPC.
+    static let sniffTimeout: TimeAmount = .seconds(10)
 
     /// - Parameter address: must be an IP address (or `localhost`); port 0 binds an ephemeral port.
-    init(listeningOn address: PeerAddress, service: PeerService) throws(PeerAddressError) {
-        let bindAddress = try address.bindAddress()
-        transport = HTTP2ServerTransport.Posix(
-            address: bindAddress,
-            transportSecurity: address.tls?.peerServerSecurity ?? .plaintext,
-            config: .defaults { config in
-                config.rpc.maxRequestPayloadSize = PeerLimits.maxMessageBytes
-                // Senders ping to find dead connections (see PeerTransport); allow them as often as they ping.
-                config.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(5),
-                                                                   allowWithoutCalls: true)
-                // And find dead senders too: a half-open stream otherwise lingers until TCP gives up.
-                config.connection.keepalive.time = .seconds(10)
-                config.connection.keepalive.timeout = .seconds(5)
-                // Senders already write a batch of Raft messages per frame; coalescing only delays each flush.
-                config.connection.flushCoalescing = nil
-            })
-        server = GRPCServer(transport: transport, services: [service])
+    init(listeningOn address: PeerAddress, service: PeerService) throws {
+        host = try address.bindHost()
+        port = address.port
+        self.service = service
+        tls = try address.tls?.serverContext(applicationProtocols: ["h2"])
+        var config = HTTP2ServerTransport.Custom<GRPCHandoff>.Config.defaults
+        config.rpc.maxRequestPayloadSize = PeerLimits.maxMessageBytes
+        grpcServer = GRPCServer(transport: HTTP2ServerTransport.Custom(listenerFactory: handoff, config: config),
+                                services: [service])
+        (shutdownRequests, shutdownContinuation) = AsyncStream.makeStream(of: Void.self,
+                                                                          bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Serves until ``beginGracefulShutdown()`` lets the open RPCs finish, or until the task is cancelled.
+    /// Serves until ``beginGracefulShutdown()`` lets the open calls finish, or until the task is cancelled (which
+    /// breaks every connection at once, as a crash would).
     func serve() async throws {
-        try await server.serve()
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.grpcServer.serve() }
+            await handoff.waitUntilServing()
+            let listener: SniffingListener
+            do {
+                listener = try await SniffingListener.bind(host: host, port: port, tls: tls,
+                                                           allowRemoteHalfClosure: false) { [service, handoff, tls] _ in
+                    Self.sniffer(service: service, grpc: handoff, tls: tls != nil)
+                }
+            } catch {
+                bound.fail(error)
+                grpcServer.beginGracefulShutdown()
+                throw error
+            }
+            bound.succeed(listener.port)
+            for await _ in shutdownRequests { break }
+            // Raft streams close at once (their senders reconnect elsewhere or later); calls get a moment.
+            await listener.close(grace: Task.isCancelled ? .zero : .seconds(1))
+            await handoff.close()
+            grpcServer.beginGracefulShutdown()
+        }
+    }
+
+    private static func sniffer(service: PeerService, grpc: GRPCHandoff, tls: Bool) -> PrefaceSniffer {
+        let raftRoute = PrefaceSniffer.Route(preface: PeerStreamWire.preface, passesPreface: false) { context, _ in
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandlers([
+                IdleStateHandler(readTimeout: PeerStreamWire.silenceLimit, writeTimeout: PeerStreamWire.keepaliveInterval),
+                ByteToMessageHandler(PeerStreamWire.FrameDecoder(maxFrameBytes: PeerLimits.maxMessageBytes)),
+                PeerStreamReceiver(service: service),
+            ], position: .after(context.handler))
+        }
+        let grpcRoute = PrefaceSniffer.Route(preface: ClientListener.http2Preface) { context, _ in
+            try grpc.serve(context.channel, tls: tls)
+        }
+        return PrefaceSniffer(routes: [raftRoute, grpcRoute], fallback: nil, timeout: sniffTimeout,
+                              logger: service.logger)
     }
 
     /// The port the server listens on, once it does (the actual port when bound to port 0). Throws when the
     /// server failed to bind.
     func boundPort() async throws -> Int {
-        let address = try await transport.listeningAddress
-        if let ipv4 = address.ipv4 { return ipv4.port }
-        if let ipv6 = address.ipv6 { return ipv6.port }
-        preconditionFailure("a peer server binds IP addresses only, not \(address)")
+        try await bound.value()
     }
 
     func beginGracefulShutdown() {
-        server.beginGracefulShutdown()
+        shutdownContinuation.yield()
+    }
+}
+
+/// The receiving end of one Raft stream: hands each frame to ``PeerService/receive(frame:)``; a refused frame
+/// is answered with the refusal and the connection closes.
+final class PeerStreamReceiver: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let service: PeerService
+    private var refused = false
+
+    init(service: PeerService) {
+        self.service = service
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        // Keep-alives are empty; anything after a refusal is the sender's backlog, not to be delivered.
+        guard frame.readableBytes > 0, !refused else { return }
+        do throws(RPCError) {
+            try service.receive(frame: Array(frame.readableBytesView))
+        } catch {
+            refuse(context: context, PeerStreamWire.Refusal(error))
+        }
+    }
+
+    private func refuse(context: ChannelHandlerContext, _ refusal: PeerStreamWire.Refusal) {
+        guard !refused else { return }
+        refused = true
+        service.logger.warning("refused a peer frame: \(refusal.message)")
+        var buffer = context.channel.allocator.buffer(capacity: 64 + refusal.message.utf8.count)
+        refusal.write(into: &buffer)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case IdleStateHandler.IdleStateEvent.write:
+            var buffer = context.channel.allocator.buffer(capacity: 4)
+            PeerStreamWire.writeKeepalive(into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case IdleStateHandler.IdleStateEvent.read:
+            service.logger.debug("closing a Raft stream whose sender was silent for \(PeerStreamWire.silenceLimit)")
+            context.close(promise: nil)
+        case is ChannelShouldQuiesceEvent, ChannelEvent.inputClosed:
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? PeerStreamWire.DecodingError {
+            refuse(context: context, PeerStreamWire.Refusal(code: .invalidArgument, message: "\(error)"))
+        } else {
+            service.logger.debug("a Raft stream failed: \(error)")
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// A value that is set once and awaited by any number of tasks.
+final class OneShot<Value: Sendable>: Sendable {
+    private let state = Mutex<(result: Result<Value, any Error>?, waiters: [CheckedContinuation<Value, any Error>])>(
+        (nil, []))
+
+    func succeed(_ value: Value) { complete(.success(value)) }
+
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<Value, any Error>) {
+        let waiters = state.withLock { state in
+            guard state.result == nil else { return [CheckedContinuation<Value, any Error>]() }
+            state.result = result
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    func value() async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            let result = state.withLock { state in
+                if state.result == nil { state.waiters.append(continuation) }
+                return state.result
+            }
+            if let result { continuation.resume(with: result) }
+        }
     }
 }

@@ -2,10 +2,11 @@ import GRPCCore
 import Logging
 import RaftKV
 
-/// The receiving side of `raftkv.Peer`: checks every frame's cluster, receiver and sender before handing its
-/// messages to Raft, and answers `Forward` and `ClusterInfo` through closures of the server layer.
+/// The receiving side of the peer port: checks every Raft stream frame's cluster, receiver and sender before
+/// handing its messages to Raft, and answers the gRPC calls `Forward` and `ClusterInfo` through closures of the
+/// server layer.
 ///
-/// A refused frame ends its stream with an error status (the sender reconnects with backoff); the server keeps
+/// A refused frame ends its stream with the refusal (the sender reconnects with backoff); the server keeps
 /// serving every other stream.
 struct PeerService: RegistrableRPCService {
     let clusterID: UInt64
@@ -15,7 +16,7 @@ struct PeerService: RegistrableRPCService {
     private let deliver: @Sendable (Message) -> Void
     private let forwardHandler: @Sendable ([UInt8]) async throws -> [UInt8]
     private let clusterInfoHandler: @Sendable () async throws -> [UInt8]
-    private let logger: Logger
+    let logger: Logger
 
     /// - Parameters:
     ///   - isMember: whether a sender is a current member; frames from unknown or removed members are refused.
@@ -42,18 +43,6 @@ struct PeerService: RegistrableRPCService {
     }
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
-        router.registerHandler(forMethod: PeerRPC.stream, deserializer: RawBytesCodec(), serializer: RawBytesCodec()) {
-            request, _ in
-            for try await frame in request.messages {
-                do throws(RPCError) {
-                    try receive(frame: frame)
-                } catch {
-                    logger.warning("refused a peer frame: \(error.message)")
-                    throw error
-                }
-            }
-            return StreamingServerResponse(single: ServerResponse(message: []))
-        }
         router.registerHandler(forMethod: PeerRPC.forward, deserializer: RawBytesCodec(), serializer: RawBytesCodec()) {
             request, _ in
             let single = try await ServerRequest(stream: request)

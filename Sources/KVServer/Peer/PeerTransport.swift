@@ -1,18 +1,22 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
 import RaftKV
 import Synchronization
 
-/// Carries this member's Raft messages to its peers over gRPC (`raftkv.Peer/Stream`), and makes `Forward` and
-/// `ClusterInfo` calls.
+/// Carries this member's Raft messages to its peers on Raft streams (``PeerStreamWire``), and makes the gRPC calls
+/// `Forward` and `ClusterInfo`.
 ///
 /// ``send(_:)`` only queues: each peer has a bounded queue, and when it is full the oldest message goes (Raft
 /// retransmits what matters; a stale heartbeat is worth less than a fresh one). ``run()`` drives one sender per
-/// peer, created when the first message for it arrives: the sender keeps one `Stream` RPC open and writes frames
-/// of several queued messages. When the stream fails it waits (exponential backoff) and asks `resolve` again, so
-/// a member whose peer URL changed is found at its new address and a member removed from the cluster (`resolve`
-/// returns nil, or ``removePeer(_:)``) loses its sender.
+/// peer, created when the first message for it arrives: the sender keeps one Raft stream connected, and the
+/// stream's event loop writes frames of several queued messages as soon as they are queued (no task in between).
+/// When the stream fails the sender waits (exponential backoff) and asks `resolve` again, so a member whose peer
+/// URL changed is found at its new address and a member removed from the cluster (`resolve` returns nil, or
+/// ``removePeer(_:)``) loses its sender.
 final class PeerTransport: RaftTransport {
     struct Options: Sendable {
         /// Per-peer queue bounds; beyond either the oldest messages are dropped.
@@ -41,6 +45,7 @@ final class PeerTransport: RaftTransport {
     private let logger: Logger
     private let links = Mutex<LinkTable>(LinkTable())
     private let removalHandler = Mutex<(@Sendable () -> Void)?>(nil)
+    private let streamTLSContexts = Mutex<[TLSFiles: NIOSSLContext]>([:])
     private let newLinks: AsyncStream<PeerLink>
     private let newLinksContinuation: AsyncStream<PeerLink>.Continuation
 
@@ -151,18 +156,16 @@ final class PeerTransport: RaftTransport {
         for link in remaining { link.close() }
     }
 
-    private enum StreamEnding: Sendable {
+    /// Why a Raft stream ended, as its sender learned it.
+    enum StreamEnding: Sendable {
         case closed
         case addressChanged
+        case refused(PeerStreamWire.Refusal)
         case failed(String)
     }
 
-    /// Where the request producer records why it stopped, for the sender to read once the RPC is over.
-    private final class EndingBox: Sendable {
-        let value = Mutex<StreamEnding?>(nil)
-    }
-
-    /// One peer's sender: a client per address, a `Stream` RPC at a time on it, backoff between failures.
+    /// One peer's sender: a gRPC client per address (for ``forward(to:_:timeout:)``), and a Raft stream at a
+    /// time to that address, with backoff between failures.
     private func runSender(_ link: PeerLink) async {
         var backoff = options.initialBackoff
         senderLoop: while !Task.isCancelled && !link.isClosed {
@@ -188,21 +191,28 @@ final class PeerTransport: RaftTransport {
                 }
                 while !Task.isCancelled && !link.isClosed {
                     let started = ContinuousClock.now
-                    switch await stream(link, over: client, to: address) {
+                    let failure: String
+                    switch await stream(link, to: address) {
                     case .closed:
                         return
                     case .addressChanged:
                         logger.info("member \(PeerRPC.hex(link.id)) moved from \(address): reconnecting")
                         return
-                    case .failed(let error):
-                        guard !Task.isCancelled && !link.isClosed else { return }
-                        // A stream that lived a while failed afresh; only quick failures in a row back off further.
-                        if started.duration(to: .now) >= options.maxBackoff { backoff = options.initialBackoff }
-                        link.reportFailure("stream to member \(PeerRPC.hex(link.id)) at \(address) failed: \(error)")
-                        try? await Task.sleep(for: backoff)
-                        backoff = min(backoff * 2, options.maxBackoff)
-                        if resolve(link.id) != address { return }
+                    case .refused(let refusal):
+                        if refusal.code == .permissionDenied && refusal.message.contains(PeerRPC.memberRemovedMessage) {
+                            removalHandler.withLock { $0 }?()
+                        }
+                        failure = "refused: \(refusal.code): \(refusal.message)"
+                    case .failed(let description):
+                        failure = description
                     }
+                    guard !Task.isCancelled && !link.isClosed else { return }
+                    // A stream that lived a while failed afresh; only quick failures in a row back off further.
+                    if started.duration(to: .now) >= options.maxBackoff { backoff = options.initialBackoff }
+                    link.reportFailure("stream to member \(PeerRPC.hex(link.id)) at \(address) failed: \(failure)")
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, options.maxBackoff)
+                    if resolve(link.id) != address { return }
                 }
             }
         }
@@ -212,36 +222,51 @@ final class PeerTransport: RaftTransport {
         link.close()
     }
 
-    /// One `Stream` RPC: writes frames until the link closes, the peer's address changes or the RPC fails.
-    private func stream(_ link: PeerLink, over client: GRPCClient<HTTP2ClientTransport.Posix>,
-                        to address: PeerAddress) async -> StreamEnding {
-        let ending = EndingBox()
-        let request = StreamingClientRequest(of: [UInt8].self) { [clusterID, localID, resolve, options] writer in
-            while await link.waitForMessages() {
-                guard resolve(link.id) == address else {
-                    ending.value.withLock { $0 = .addressChanged }
-                    return
-                }
-                let batch = link.takeBatch(budgetBytes: options.frameBudgetBytes)
-                guard !batch.isEmpty else { continue }
-                try await writer.write(PeerFrame.encode(clusterID: clusterID, from: localID, to: link.id, messages: batch))
-                link.reportSuccess()
-            }
-            if link.isClosed { ending.value.withLock { $0 = .closed } }
-        }
+    /// One Raft stream: connects, then writes frames from the event loop whenever messages are queued and the
+    /// connection can take them, until the link closes, the peer's address changes or the connection fails.
+    private func stream(_ link: PeerLink, to address: PeerAddress) async -> StreamEnding {
+        let ending = StreamEndingBox()
+        let channel: any Channel
         do {
-            try await client.clientStreaming(request: request, descriptor: PeerRPC.stream, serializer: RawBytesCodec(),
-                                             deserializer: RawBytesCodec(), options: .peer()) { response in
-                _ = try response.message
-            }
+            let tls = try address.tls.map(streamTLSContext)
+            let header = PeerStreamSender.Header(clusterID: clusterID, from: localID, to: link.id)
+            let isCurrent: @Sendable () -> Bool = { [resolve] in resolve(link.id) == address }
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { [options] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        if let tls {
+                            try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                        }
+                        try pipeline.addHandler(IdleStateHandler(readTimeout: PeerStreamWire.silenceLimit,
+                                                                 writeTimeout: PeerStreamWire.keepaliveInterval))
+                        try pipeline.addHandler(ByteToMessageHandler(
+                            PeerStreamWire.FrameDecoder(maxFrameBytes: PeerStreamWire.maxReplyFrameBytes)))
+                        try pipeline.addHandler(PeerStreamSender(link: link, header: header, isCurrent: isCurrent,
+                                                                 frameBudgetBytes: options.frameBudgetBytes,
+                                                                 ending: ending))
+                    }
+                }
+                .connect(host: address.host, port: address.port)
+                .get()
         } catch {
-            if let refusal = error as? RPCError, refusal.code == .permissionDenied,
-               refusal.message.contains(PeerRPC.memberRemovedMessage) {
-                removalHandler.withLock { $0 }?()
-            }
-            return ending.value.withLock { $0 } ?? .failed(describe(error))
+            return .failed(Self.describe(error))
         }
-        return ending.value.withLock { $0 } ?? .failed("the stream ended")
+        await withTaskCancellationHandler {
+            try? await channel.closeFuture.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+        return ending.ending ?? .failed("the connection closed")
+    }
+
+    private func streamTLSContext(_ files: TLSFiles) throws -> NIOSSLContext {
+        if let known = streamTLSContexts.withLock({ $0[files] }) { return known }
+        let context = try files.peerStreamClientContext()
+        streamTLSContexts.withLock { $0[files] = context }
+        return context
     }
 
     /// Called when a peer says this member was removed from the cluster (etcd then stops the member).
@@ -305,19 +330,24 @@ final class PeerTransport: RaftTransport {
         GRPCClient(transport: try makeClientTransport(to: address))
     }
 
-    private func describe(_ error: any Error) -> String {
+    private static func describe(_ error: any Error) -> String {
         if let error = error as? RPCError { return "\(error.code): \(error.message)" }
         return "\(error)"
     }
 }
 
-/// One peer's queue, its current client, and the wakeup of its sender.
+/// One peer's queue, its current gRPC client and Raft stream, and the scheduling of the stream's writes.
 final class PeerLink: Sendable {
     let id: NodeID
     private let options: PeerTransport.Options
     private let logger: Logger
     private let state = Mutex(State())
-    private let wakeup = WakeSignal()
+
+    /// The connected Raft stream: its channel, and what writes queued messages to it on the channel's loop.
+    private struct Stream {
+        var channel: any Channel
+        var drain: @Sendable () -> Void
+    }
 
     private struct State {
         var queue = MessageQueue()
@@ -328,6 +358,9 @@ final class PeerLink: Sendable {
         /// Whether the last attempt failed, so that a failing peer is reported once, not on every retry.
         var failing = false
         var client: (address: PeerAddress, client: GRPCClient<HTTP2ClientTransport.Posix>)?
+        var stream: Stream?
+        /// Whether a drain is on its way to the stream's loop, so that a burst of sends schedules one.
+        var drainScheduled = false
     }
 
     init(id: NodeID, options: PeerTransport.Options, logger: Logger) {
@@ -343,8 +376,13 @@ final class PeerLink: Sendable {
     }
 
     func enqueue(_ messages: [Message]) {
-        let report: (dropped: Int, queued: Int, bytes: Int)? = state.withLock { state in
-            guard !state.closed else { return nil }
+        let (report, stream): ((dropped: Int, queued: Int, bytes: Int)?, Stream?) = state.withLock { state in
+            guard !state.closed else { return (nil, nil) }
+            var stream: Stream?
+            if !state.drainScheduled, let current = state.stream {
+                state.drainScheduled = true
+                stream = current
+            }
             var dropped = 0
             for message in messages {
                 state.queue.append(message)
@@ -354,31 +392,23 @@ final class PeerLink: Sendable {
                     dropped += 1
                 }
             }
-            guard dropped > 0 else { return nil }
+            guard dropped > 0 else { return (nil, stream) }
             state.droppedTotal += UInt64(dropped)
             state.droppedSinceLog += dropped
             let now = ContinuousClock.now
-            if let last = state.lastDropLog, last.duration(to: now) < .seconds(1) { return nil }
+            if let last = state.lastDropLog, last.duration(to: now) < .seconds(1) { return (nil, stream) }
             state.lastDropLog = now
             defer { state.droppedSinceLog = 0 }
-            return (state.droppedSinceLog, state.queue.count, state.queue.bytes)
+            return ((state.droppedSinceLog, state.queue.count, state.queue.bytes), stream)
         }
-        wakeup.signal()
+        if let stream {
+            stream.channel.eventLoop.execute(stream.drain)
+        }
         if let report {
             logger.warning("""
                 dropped \(report.dropped) messages to member \(PeerRPC.hex(id)): its queue is full \
                 (\(report.queued) messages, \(report.bytes) bytes)
                 """)
-        }
-    }
-
-    /// Waits until messages are queued; false when the link closed or the task was cancelled.
-    func waitForMessages() async -> Bool {
-        while true {
-            let (closed, empty) = state.withLock { ($0.closed, $0.queue.count == 0) }
-            if closed || Task.isCancelled { return false }
-            if !empty { return true }
-            await wakeup.wait()
         }
     }
 
@@ -396,11 +426,41 @@ final class PeerLink: Sendable {
     }
 
     func close() {
-        state.withLock { state in
+        let stream = state.withLock { state in
             state.closed = true
             state.queue = MessageQueue()
+            return state.stream
         }
-        wakeup.signal()
+        stream?.channel.close(promise: nil)
+    }
+
+    /// Makes `channel` the link's Raft stream; `drain` runs on its loop whenever messages are queued. Queued
+    /// messages are drained at once.
+    func attachStream(_ channel: any Channel, drain: @escaping @Sendable () -> Void) {
+        let closed = state.withLock { state in
+            state.stream = Stream(channel: channel, drain: drain)
+            state.drainScheduled = true
+            return state.closed
+        }
+        if closed {
+            channel.close(promise: nil)
+        } else {
+            channel.eventLoop.execute(drain)
+        }
+    }
+
+    func detachStream(_ channel: any Channel) {
+        state.withLock { state in
+            if state.stream?.channel === channel {
+                state.stream = nil
+                state.drainScheduled = false
+            }
+        }
+    }
+
+    /// Called by a drain before it takes messages: sends queued after this schedule another.
+    func beginDrain() {
+        state.withLock { $0.drainScheduled = false }
     }
 
     func attach(_ client: GRPCClient<HTTP2ClientTransport.Posix>, at address: PeerAddress) {
@@ -471,43 +531,122 @@ struct MessageQueue {
     }
 }
 
-/// Wakes one waiting task; a signal sent while nobody waits is kept for the next wait.
-final class WakeSignal: Sendable {
-    private let state = Mutex<(signalled: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+/// Why a Raft stream ended: the first reason recorded wins.
+final class StreamEndingBox: Sendable {
+    private let value = Mutex<PeerTransport.StreamEnding?>(nil)
 
-    func signal() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard let waiter = state.waiter else {
-                state.signalled = true
-                return nil
-            }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
+    func record(_ ending: PeerTransport.StreamEnding) {
+        value.withLock { if $0 == nil { $0 = ending } }
     }
 
-    /// Returns on a signal or when the task is cancelled.
-    func wait() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if state.signalled || Task.isCancelled {
-                        state.signalled = false
-                        return true
-                    }
-                    precondition(state.waiter == nil, "a WakeSignal has one waiter at a time")
-                    state.waiter = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume()
+    var ending: PeerTransport.StreamEnding? { value.withLock { $0 } }
+}
+
+/// The sending end of one Raft stream, on its channel's loop: writes the preface, then frames of queued
+/// messages while the connection can take them (so a slow peer's backlog stays in the bounded queue, which drops
+/// its oldest), keep-alives when idle; reads the receiver's keep-alives and its refusal.
+final class PeerStreamSender: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct Header: Sendable {
+        var clusterID: UInt64
+        var from: NodeID
+        var to: NodeID
+    }
+
+    private let link: PeerLink
+    private let header: Header
+    private let isCurrent: @Sendable () -> Bool
+    private let frameBudgetBytes: Int
+    private let ending: StreamEndingBox
+    private var context: ChannelHandlerContext?
+
+    /// - Parameter isCurrent: whether the address this stream goes to is still the peer's.
+    init(link: PeerLink, header: Header, isCurrent: @escaping @Sendable () -> Bool, frameBudgetBytes: Int,
+         ending: StreamEndingBox) {
+        self.link = link
+        self.header = header
+        self.isCurrent = isCurrent
+        self.frameBudgetBytes = frameBudgetBytes
+        self.ending = ending
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: PeerStreamWire.preface)), promise: nil)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        link.attachStream(context.channel) { bound.value.drain() }
+        context.flush()
+        context.fireChannelActive()
+    }
+
+    private func drain() {
+        link.beginDrain()
+        guard let context, context.channel.isActive else { return }
+        guard isCurrent() else {
+            ending.record(.addressChanged)
+            context.close(promise: nil)
+            return
         }
+        var wrote = false
+        while context.channel.isWritable {
+            let batch = link.takeBatch(budgetBytes: frameBudgetBytes)
+            if batch.isEmpty { break }
+            var buffer = context.channel.allocator.buffer(capacity: batch.reduce(16) { $0 + $1.sizeBytes + 16 })
+            PeerStreamWire.writeFrame(clusterID: header.clusterID, from: header.from, to: header.to, messages: batch,
+                                      into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            wrote = true
+        }
+        guard wrote else { return }
+        context.flush()
+        link.reportSuccess()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { drain() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        link.detachStream(context.channel)
+        if link.isClosed { ending.record(.closed) }
+        ending.record(.failed("the connection closed"))
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        // Keep-alives are empty; anything else is the receiver's refusal, its last word.
+        guard frame.readableBytes > 0 else { return }
+        ending.record(.refused(PeerStreamWire.Refusal.read(frame)))
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case IdleStateHandler.IdleStateEvent.write:
+            var buffer = context.channel.allocator.buffer(capacity: 4)
+            PeerStreamWire.writeKeepalive(into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case IdleStateHandler.IdleStateEvent.read:
+            ending.record(.failed("nothing heard from the member for \(PeerStreamWire.silenceLimit)"))
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        ending.record(.failed("\(error)"))
+        context.close(promise: nil)
     }
 }

@@ -63,7 +63,7 @@ struct ServerRuntime {
 
         // With --client-cert-auth, a client certificate's common name is a user (when the call has no token).
         let certificateIdentities = configuration.clientTLS?.clientCertificateAuth == true ? ClientCertificateIdentities() : nil
-        let clientTLSContext = try configuration.clientTLS?.clientListenerContext()
+        let clientTLSContext = try configuration.clientTLS?.serverContext(applicationProtocols: ["h2", "http/1.1"])
 
         // Clients: one listener per client URL serves gRPC and HTTP; gRPC connections go to this server.
         let grpcHandoff = GRPCHandoff()
@@ -142,7 +142,7 @@ struct ServerRuntime {
             group.addTask { try await untilShutdown { try await grpcServer.serve() } }
 
             await grpcHandoff.waitUntilServing()
-            var listeners: [ClientListener] = []
+            var listeners: [SniffingListener] = []
             for url in configuration.listenClientURLs {
                 listeners.append(try await ClientListener.bind(
                     host: url.socketHost, port: url.port, grpc: grpcHandoff,
