@@ -439,8 +439,8 @@ func runDefrag(_ inv: Invocation) async {
 /// (capnslog's critical line, then the panic's, exit 2), without Go's goroutine dump.
 func defragData(_ dataDir: String) {
     do {
-        try OfflineDefragment.run(dataDirectory: URL(fileURLWithPath: dataDir)) {
-            let path = StateSnapshot.stateDatabase(inDataDirectory: URL(fileURLWithPath: dataDir)).path
+        try OfflineDefragment.run(dataDirectory: dataDir) {
+            let path = OfflineDefragment.databasePath(inDataDirectory: dataDir)
             writeErr("waiting for etcd to close and release its lock on \(goQuote(path)). "
                      + "To defrag a running etcd instance, omit --data-dir.\n")
         }

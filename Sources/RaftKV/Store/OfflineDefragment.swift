@@ -24,8 +24,8 @@ public enum OfflineDefragment {
 
     /// Defragments `<dataDirectory>/member/kv.db`. When a server still holds the file after `lockWait` seconds,
     /// `whileWaiting` is called once and the wait goes on until the server lets go (etcd 3.4 waits the same way).
-    public static func run(dataDirectory: URL, lockWait: Double = 1, whileWaiting: () -> Void) throws {
-        let path = StateSnapshot.stateDatabase(inDataDirectory: dataDirectory).path
+    public static func run(dataDirectory: String, lockWait: Double = 1, whileWaiting: () -> Void) throws {
+        let path = databasePath(inDataDirectory: dataDirectory)
         // SQLite's own open error does not say why; the system's does, as bbolt's open(2) would.
         let descriptor = open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else {
@@ -66,6 +66,12 @@ public enum OfflineDefragment {
         } catch {
             throw Failure.failed("\(error)")
         }
+    }
+
+    /// ``StateSnapshot/stateDatabase(inDataDirectory:)`` as a path that stays relative when the directory is (as
+    /// etcd's filepath.Join does; a file URL would make it absolute).
+    public static func databasePath(inDataDirectory directory: String) -> String {
+        (directory as NSString).appendingPathComponent("member/kv.db")
     }
 
     /// Go's syscall.Errno text for the errors an open can give (Go's table is lower-case, unlike glibc's strerror).
