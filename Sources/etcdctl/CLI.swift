@@ -55,6 +55,10 @@ final class CommandSpec {
     /// Flags inherited by subcommands (cobra's persistent flags).
     var persistentFlags: [FlagSpec] = []
     var run: ((Invocation) async throws -> Void)?
+    /// cobra's ValidArgsFunction: the candidates for a positional argument, given the arguments before it.
+    var completeArguments: (([String], String) -> ([String], CompletionDirective))?
+    /// cobra's DisableFlagsInUseLine, inverted.
+    var flagsInUseLine = true
     private(set) var children: [CommandSpec] = []
     weak var parent: CommandSpec?
 
@@ -112,7 +116,7 @@ final class CommandSpec {
 
     var useLine: String {
         var line = parent.map { "\($0.path) \(use)" } ?? use
-        if !line.contains("[flags]") { line += " [flags]" }
+        if flagsInUseLine && !line.contains("[flags]") { line += " [flags]" }
         return line
     }
 
@@ -431,7 +435,26 @@ enum Parser {
             }
         }
 
-        // Parse the flags (pflag, interspersed).
+        switch parseFlags(remaining, command: command, helpIsFlag: false) {
+        case .help: return .help(command)
+        case .error(let message): return .flagError(command, message)
+        case .parsed(let values, let changed, let positional):
+            if !command.isRunnable {
+                return .help(command)
+            }
+            return .run(Invocation(command: command, args: positional, rawArgs: remaining, values: values, changed: changed))
+        }
+    }
+
+    enum FlagParse {
+        case parsed(values: [String: String], changed: Set<String>, positional: [String])
+        case help
+        case error(String)
+    }
+
+    /// pflag's parse (interspersed) of `remaining` with `command`'s flags. `helpIsFlag`: `--help` is an ordinary
+    /// bool flag (as cobra's completion parses it) instead of ending the parse.
+    static func parseFlags(_ remaining: [String], command: CommandSpec, helpIsFlag: Bool) -> FlagParse {
         let flags = command.allFlags
         var values: [String: String] = [:]
         for flag in flags {
@@ -489,12 +512,12 @@ enum Parser {
                 let name = String(body.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0])
                 let inlineValue: String? = body.contains("=") ? String(body.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[1]) : nil
                 guard let flag = flags.first(where: { $0.name == name }) else {
-                    if name == "help" { return .help(command) }
-                    return .flagError(command, "unknown flag: --\(name)")
+                    if name == "help" { return .help }
+                    return .error("unknown flag: --\(name)")
                 }
-                if flag.name == "help" {
+                if flag.name == "help" && !helpIsFlag {
                     if let inlineValue, parseGoBool(inlineValue) == false { continue }
-                    return .help(command)
+                    return .help
                 }
                 var value: String
                 if let inlineValue {
@@ -505,17 +528,17 @@ enum Parser {
                     value = remaining[index]
                     index += 1
                 } else {
-                    return .flagError(command, "flag needs an argument: --\(name)")
+                    return .error("flag needs an argument: --\(name)")
                 }
-                if let error = set(flag, value, display: "--\(flag.name)") { return .flagError(command, error) }
+                if let error = set(flag, value, display: "--\(flag.name)") { return .error(error) }
             } else if arg.hasPrefix("-") && arg.count > 1 {
                 var shorts = Substring(arg.dropFirst())
                 while let c = shorts.first {
                     shorts = shorts.dropFirst()
                     guard let flag = flags.first(where: { $0.shorthand == String(c) }) else {
-                        return .flagError(command, "unknown shorthand flag: '\(c)' in -\(c)\(shorts)")
+                        return .error("unknown shorthand flag: '\(c)' in -\(c)\(shorts)")
                     }
-                    if flag.name == "help" { return .help(command) }
+                    if flag.name == "help" && !helpIsFlag { return .help }
                     let display = "-\(c), --\(flag.name)"
                     var value: String
                     if shorts.first == "=" {
@@ -530,18 +553,15 @@ enum Parser {
                         value = remaining[index]
                         index += 1
                     } else {
-                        return .flagError(command, "flag needs an argument: '\(c)' in -\(c)")
+                        return .error("flag needs an argument: '\(c)' in -\(c)")
                     }
-                    if let error = set(flag, value, display: display) { return .flagError(command, error) }
+                    if let error = set(flag, value, display: display) { return .error(error) }
                 }
             } else {
                 positional.append(arg)
             }
         }
-        if !command.isRunnable {
-            return .help(command)
-        }
-        return .run(Invocation(command: command, args: positional, rawArgs: remaining, values: values, changed: changed))
+        return .parsed(values: values, changed: changed, positional: positional)
     }
 
     /// The first argument that is not a flag or a flag's value (cobra's stripFlags).

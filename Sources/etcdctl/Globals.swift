@@ -25,12 +25,12 @@ let globalFlags: [FlagSpec] = [
     .string("discovery-srv-name", nil, "", "service name to query when using DNS discovery"),
 ]
 
-/// capnslog's line format (pkg/flags logs through it).
-func capnslog(_ level: String, _ message: String) {
+/// capnslog's line format (pkg/flags and mvcc/backend log through it).
+func capnslog(_ level: String, _ message: String, package: String = "pkg/flags") {
     let formatter = DateFormatter()
     formatter.locale = Locale(identifier: "en_US_POSIX")
     formatter.dateFormat = "yyyy-MM-dd HH:mm:ss.SSSSSS"
-    writeErr("\(formatter.string(from: Date())) \(level) | pkg/flags: \(message)\n")
+    writeErr("\(formatter.string(from: Date())) \(level) | \(package): \(message)\n")
 }
 
 /// The per-run state every command gets: connection settings and the printer.

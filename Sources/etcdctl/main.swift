@@ -117,11 +117,8 @@ func buildRoot() -> CommandSpec {
                 CommandSpec("perf [options]", "Check the performance of the etcd cluster",
                             flags: checkFlags("performance", prefix: "/etcdctl-check-perf/"), run: runCheckPerf)]),
              CommandSpec("help [command]", "Help about any command", run: { _ in }),
-             stub("completion", "Generate the autocompletion script for the specified shell", [
-                stub("bash", "Generate the autocompletion script for bash"),
-                stub("fish", "Generate the autocompletion script for fish"),
-                stub("powershell", "Generate the autocompletion script for powershell"),
-                stub("zsh", "Generate the autocompletion script for zsh")]))
+             completionCommand(root: "etcdctl"))
+    root.child(named: "help")?.completeArguments = Completion.helpArguments(root: root)
     return root
 }
 
@@ -133,6 +130,11 @@ func main() async {
     }
     unsetenv("ETCDCTL_API")
     let root = buildRoot()
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    if let first = arguments.first, first == Completion.requestCommand || first == Completion.noDescRequestCommand,
+       arguments.count > 1 {
+        Completion.run(Array(arguments.dropFirst()), root: root, withDescriptions: first == Completion.requestCommand)
+    }
     switch Parser.parse(Array(CommandLine.arguments.dropFirst()), root: root) {
     case .help(let command):
         out(command.usage())

@@ -21,6 +21,10 @@ final class Server {
     /// The client URL's scheme prefix ("https://" when the server speaks TLS to clients, else none).
     var scheme = ""
     private var process: Process?
+    /// How the server was started, so that ``resume()`` starts it again on the same data directory.
+    private var launch: (executable: URL, arguments: [String], healthArguments: [String])?
+
+    var dataDirectory: URL { root.appendingPathComponent("infra1.etcd") }
 
     var endpoint: String { "\(scheme)127.0.0.1:\(clientPort)" }
     static let realEtcdctlPath = "/usr/bin/etcdctl"
@@ -69,30 +73,47 @@ final class Server {
         if let tls {
             process.arguments! += ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth"]
         }
-        let logPath = root.appendingPathComponent("kvserver.log").path
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        server.process = process
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            if let health = try? server.realEtcdctl(healthArguments + ["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
-                return server
-            }
-            usleep(200_000)
-        }
+        server.launch = (kvserver, process.arguments!, healthArguments)
+        if try server.resume() { return server }
         server.stop()
         return nil
     }
 
-    func stop() {
+    /// Starts the server (again) on its data directory and waits until it is healthy; false when it is not.
+    func resume() throws -> Bool {
+        guard let launch, process == nil else { return process != nil }
+        let process = Process()
+        process.executableURL = launch.executable
+        process.arguments = launch.arguments
+        let logPath = root.appendingPathComponent("kvserver.log").path
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        self.process = process
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let health = try? realEtcdctl(launch.healthArguments + ["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
+                return true
+            }
+            usleep(200_000)
+        }
+        return false
+    }
+
+    /// Kills the server and keeps its data directory, for commands that work on it offline.
+    func pause() {
         if let process, process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         process = nil
+    }
+
+    func stop() {
+        pause()
         if ProcessInfo.processInfo.environment["KVSERVER_TEST_KEEP"] == nil {
             try? FileManager.default.removeItem(at: root)
         }
