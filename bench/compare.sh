@@ -53,6 +53,7 @@ ETCD=$(command -v etcd)
 ETCDCTL=$(command -v etcdctl)
 
 if [ -z "${KVSERVER:-}" ] || [ -z "${KVBENCH:-}" ]; then
+  scripts/install-build-deps.sh
   echo "== building kvserver and kvbench (release)"
   swift build -c release --product kvserver --product kvbench
   BIN=$(swift build -c release --show-bin-path)

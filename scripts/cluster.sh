@@ -25,6 +25,7 @@ pid_of() {
 }
 
 start() {
+    scripts/install-build-deps.sh
     swift build -c "$BUILD" --product kvserver
     local binary
     binary="$(swift build -c "$BUILD" --show-bin-path)/kvserver"
