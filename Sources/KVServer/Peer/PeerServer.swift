@@ -131,9 +131,7 @@ final class PeerStreamReceiver: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case IdleStateHandler.IdleStateEvent.write:
-            var buffer = context.channel.allocator.buffer(capacity: 4)
-            PeerStreamWire.writeKeepalive(into: &buffer)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            PeerStreamWire.sendKeepalive(on: context)
         case IdleStateHandler.IdleStateEvent.read:
             service.logger.debug("closing a Raft stream whose sender was silent for \(PeerStreamWire.silenceLimit)")
             context.close(promise: nil)

@@ -634,9 +634,7 @@ final class PeerStreamSender: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case IdleStateHandler.IdleStateEvent.write:
-            var buffer = context.channel.allocator.buffer(capacity: 4)
-            PeerStreamWire.writeKeepalive(into: &buffer)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            PeerStreamWire.sendKeepalive(on: context)
         case IdleStateHandler.IdleStateEvent.read:
             ending.record(.failed("nothing heard from the member for \(PeerStreamWire.silenceLimit)"))
             context.close(promise: nil)

@@ -47,8 +47,11 @@ enum PeerStreamWire {
         buffer.writeBytes(frame)
     }
 
-    static func writeKeepalive(into buffer: inout ByteBuffer) {
+    /// Writes and flushes an empty frame, from a handler at the end of a stream's pipeline.
+    static func sendKeepalive(on context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 4)
         buffer.writeInteger(UInt32(0))
+        context.writeAndFlush(NIOAny(buffer), promise: nil)
     }
 
     /// Why a receiver refused a stream: a gRPC status code, as the streams had when they were gRPC calls, so that
