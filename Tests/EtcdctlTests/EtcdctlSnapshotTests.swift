@@ -160,29 +160,14 @@ final class EtcdctlSnapshotTests: SharedServerTestCase {
             XCTAssertTrue(restore.stderr.contains("\"msg\":\"restored snapshot\""), restore.stderr)
         }
         var processes: [Process] = []
-        defer {
-            for process in processes where process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-        }
+        defer { processes.forEach(ChildProcess.kill) }
+        let kvserver = try XCTUnwrap(Server.product("kvserver"))
         for index in 0..<3 {
-            let process = Process()
-            process.executableURL = Server.product("kvserver")
-            process.arguments = [
-                "--name", names[index], "--data-dir", root.appendingPathComponent(names[index]).path,
-                "--listen-client-urls", clientURLs[index], "--advertise-client-urls", clientURLs[index],
-                "--listen-peer-urls", peerURLs[index], "--initial-advertise-peer-urls", peerURLs[index],
-                "--initial-cluster-token", "restored-token", "--initial-cluster", initialCluster,
-                "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
-            ]
-            let log = root.appendingPathComponent("\(names[index]).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
+            let arguments = KVServerFlags.member(
+                name: names[index], dataDirectory: root.appendingPathComponent(names[index]), clientURL: clientURLs[index],
+                peerURL: peerURLs[index], token: "restored-token", initialCluster: initialCluster)
+            processes.append(try ChildProcess.start(kvserver, arguments + KVServerFlags.quickElections,
+                                                    log: root.appendingPathComponent("\(names[index]).log")))
         }
         let endpoints = "--endpoints=" + clientURLs.joined(separator: ",")
         let deadline = Date().addingTimeInterval(20)

@@ -26,14 +26,12 @@ final class KVBenchSmokeTests: XCTestCase {
         var rangeCount: Int64?
     }
 
-    /// `swift test` builds every product, so kvbench sits beside kvserver.
-    static var kvbench: URL { TestCluster.kvserver.deletingLastPathComponent().appendingPathComponent("kvbench") }
-
     private func kvbench(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Report {
-        guard FileManager.default.isExecutableFile(atPath: Self.kvbench.path) else {
-            throw TestCluster.MissingTool(description: "kvbench is not built at \(Self.kvbench.path) (swift build builds it)")
+        // `swift test` builds every product, so kvbench sits beside kvserver.
+        guard let kvbench = BuiltProducts.url(of: "kvbench") else {
+            throw TestCluster.MissingTool(description: "kvbench is not built beside the test runner (swift build builds it)")
         }
-        let output = try TestCluster.run(Self.kvbench.path, arguments + ["--json", "--timeout", "30"], timeout: 45)
+        let output = try TestCluster.run(kvbench.path, arguments + ["--json", "--timeout", "30"], timeout: 45)
         XCTAssertEqual(output.status, 0, "kvbench \(arguments) failed: \(output.stderr)", file: file, line: line)
         do {
             return try JSONDecoder().decode(Report.self, from: Data(output.stdout.utf8))
@@ -84,8 +82,9 @@ final class KVBenchSmokeTests: XCTestCase {
     func testUnreachableServerCountsErrors() throws {
         // A port nothing listens on: every request must fail and be counted, within the request timeout.
         let port = try LoopbackPorts.free(count: 1)[0]
-        let output = try TestCluster.run(Self.kvbench.path, ["put", "--endpoints", "127.0.0.1:\(port)", "--total", "3",
-                                                             "--request-timeout", "1", "--json"], timeout: 30)
+        let kvbench = try XCTUnwrap(BuiltProducts.url(of: "kvbench"), "swift build builds kvbench")
+        let output = try TestCluster.run(kvbench.path, ["put", "--endpoints", "127.0.0.1:\(port)", "--total", "3",
+                                                        "--request-timeout", "1", "--json"], timeout: 30)
         XCTAssertEqual(output.status, 0, output.stderr)
         let report = try JSONDecoder().decode(Report.self, from: Data(output.stdout.utf8))
         XCTAssertEqual(report.successes, 0)

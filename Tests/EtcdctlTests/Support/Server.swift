@@ -29,15 +29,9 @@ final class Server {
     var endpoint: String { "\(scheme)127.0.0.1:\(clientPort)" }
     static let realEtcdctlPath = "/usr/bin/etcdctl"
 
-    /// A product built by `swift build` beside the test bundle.
+    /// A product built by `swift build` beside the test runner.
     static func product(_ name: String) -> URL? {
-        let bundle = Bundle(for: Server.self).bundleURL
-        let candidates = [bundle.deletingLastPathComponent(), bundle, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        for directory in candidates {
-            let binary = directory.appendingPathComponent(name)
-            if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
-        }
-        return nil
+        BuiltProducts.url(of: name)
     }
 
     static var ourEtcdctl: URL? { product("etcdctl") }
@@ -61,19 +55,13 @@ final class Server {
         let server = Server(root: root, clientPort: ports[0], peerPort: ports[1])
         let clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(ports[0])", peerURL = "http://127.0.0.1:\(ports[1])"
         if tls != nil { server.scheme = "https://" }
-        let process = Process()
-        process.executableURL = kvserver
-        process.arguments = [
-            "--name", "infra1", "--data-dir", root.appendingPathComponent("infra1.etcd").path,
-            "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
-            "--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-            "--initial-cluster-token", "etcdctl-test", "--initial-cluster", "infra1=\(peerURL)",
-            "--initial-cluster-state", "new", "--heartbeat-interval", "50", "--election-timeout", "500",
-        ] + extraArguments
+        var arguments = KVServerFlags.member(
+            name: "infra1", dataDirectory: server.dataDirectory, clientURL: clientURL, peerURL: peerURL,
+            token: "etcdctl-test", initialCluster: "infra1=\(peerURL)") + KVServerFlags.quickElections + extraArguments
         if let tls {
-            process.arguments! += ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth"]
+            arguments += ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth"]
         }
-        server.launch = (kvserver, process.arguments!, healthArguments)
+        server.launch = (kvserver, arguments, healthArguments)
         if try server.resume() { return server }
         server.stop()
         return nil
@@ -82,17 +70,7 @@ final class Server {
     /// Starts the server (again) on its data directory and waits until it is healthy; false when it is not.
     func resume() throws -> Bool {
         guard let launch, process == nil else { return process != nil }
-        let process = Process()
-        process.executableURL = launch.executable
-        process.arguments = launch.arguments
-        let logPath = root.appendingPathComponent("kvserver.log").path
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        log.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        self.process = process
+        process = try ChildProcess.start(launch.executable, launch.arguments, log: root.appendingPathComponent("kvserver.log"))
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let health = try? realEtcdctl(launch.healthArguments + ["endpoint", "health", "--command-timeout=2s"]), health.status == 0 {
@@ -105,10 +83,7 @@ final class Server {
 
     /// Kills the server and keeps its data directory, for commands that work on it offline.
     func pause() {
-        if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.map(ChildProcess.kill)
         process = nil
     }
 
@@ -145,38 +120,9 @@ final class Server {
 
     static func run(_ executable: String, _ arguments: [String], environment: [String: String], stdin: String?,
                     timeout: TimeInterval, keepStdinOpen: Bool) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        if !keepStdinOpen { try? input.fileHandleForWriting.close() }
-        let group = DispatchGroup()
-        let collected = Collected()
-        DispatchQueue.global().async(group: group) { collected.stdout = out.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { collected.stderr = err.fileHandleForReading.readDataToEndOfFile() }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        var killed = false
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            killed = true
-        }
-        process.waitUntilExit()
-        try? input.fileHandleForWriting.close()
-        group.wait()
-        return Output(status: killed ? -9 : process.terminationStatus,
-                      stdout: String(decoding: collected.stdout, as: UTF8.self),
-                      stderr: String(decoding: collected.stderr, as: UTF8.self), stdoutData: collected.stdout)
-    }
-
-    private final class Collected: @unchecked Sendable {
-        var stdout = Data()
-        var stderr = Data()
+        let output = try ChildProcess.run(executable, arguments, environment: environment, stdin: stdin,
+                                          timeout: timeout, keepStdinOpen: keepStdinOpen)
+        return Output(status: output.status, stdout: output.stdoutText, stderr: output.stderrText,
+                      stdoutData: output.stdout)
     }
 }

@@ -26,30 +26,19 @@ final class TestCluster {
     let root: URL
     var members: [Member]
     let token: String
-    /// Short timings keep elections quick in tests (etcd's rule: election ≥ 5 heartbeats).
-    var extraFlags = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-
-    /// `swift test` builds `kvserver` beside the test bundle (the build products directory).
-    static var kvserver: URL {
-        let bundle = Bundle(for: TestCluster.self).bundleURL
-        let candidates = [bundle.deletingLastPathComponent(), bundle, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        for directory in candidates {
-            let binary = directory.appendingPathComponent("kvserver")
-            if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
-        }
-        return candidates[0].appendingPathComponent("kvserver")
-    }
+    var extraFlags = KVServerFlags.quickElections
+    /// `swift test` builds `kvserver` beside the test runner.
+    let kvserver: URL
 
     struct MissingTool: Error, CustomStringConvertible {
         var description: String
     }
 
     static func etcdctlPath() throws -> String {
-        for candidate in ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"]
-        where FileManager.default.isExecutableFile(atPath: candidate) {
-            return candidate
+        guard let path = BuiltProducts.realEtcdctl else {
+            throw MissingTool(description: "the real etcdctl is not installed (apt-get install etcd-client); .ci/run installs it")
         }
-        throw MissingTool(description: "the real etcdctl is not installed (apt-get install etcd-client); .ci/run installs it")
+        return path
     }
 
     /// With `tls`, every member serves https on both its client and peer URLs and checks client certificates;
@@ -85,13 +74,14 @@ final class TestCluster {
                            "--peer-trusted-ca-file", tls.path("ca.crt"), "--peer-client-cert-auth"]
         }
         token = "test-\(UUID().uuidString.prefix(6))"
-        guard FileManager.default.isExecutableFile(atPath: Self.kvserver.path) else {
-            throw MissingTool(description: "kvserver is not built at \(Self.kvserver.path) (swift build builds it)")
+        guard let kvserver = BuiltProducts.url(of: "kvserver") else {
+            throw MissingTool(description: "kvserver is not built beside the test runner (swift build builds it)")
         }
+        self.kvserver = kvserver
     }
 
     deinit {
-        for member in members { member.process.map(Self.terminate) }
+        for member in members { member.process.map(ChildProcess.kill) }
         peerNetwork?.stop()
         // KVSERVER_TEST_KEEP=1 keeps data and logs for a look after a failure.
         if ProcessInfo.processInfo.environment["KVSERVER_TEST_KEEP"] == nil {
@@ -111,26 +101,12 @@ final class TestCluster {
 
     func start(_ index: Int, state: String = "new", initialCluster: String? = nil) throws {
         let member = members[index]
-        let process = Process()
-        process.executableURL = Self.kvserver
-        process.arguments = [
-            "--name", member.name, "--data-dir", dataDirectory(index).path,
-            "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
-            "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.advertisedPeerURL,
-            "--initial-cluster-token", token, "--initial-cluster", initialCluster ?? self.initialCluster,
-            "--initial-cluster-state", state,
-        ] + extraFlags
-        if !FileManager.default.fileExists(atPath: logFile(index).path) {
-            FileManager.default.createFile(atPath: logFile(index).path, contents: nil)
-        }
-        let log = try FileHandle(forWritingTo: logFile(index))
-        log.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        if let environment = memberEnvironment[index] {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        try process.run()
+        let arguments = KVServerFlags.member(
+            name: member.name, dataDirectory: dataDirectory(index), clientURL: member.clientURL, peerURL: member.peerURL,
+            advertisedPeerURL: member.advertisedPeerURL, token: token,
+            initialCluster: initialCluster ?? self.initialCluster, state: state) + extraFlags
+        let process = try ChildProcess.start(kvserver, arguments, environment: memberEnvironment[index] ?? [:],
+                                             log: logFile(index))
         members[index].process = process
         peerNetwork?.setProcess(index, process.processIdentifier)
     }
@@ -138,7 +114,7 @@ final class TestCluster {
     func kill(_ index: Int, signal: Int32 = SIGKILL) {
         guard let process = members[index].process else { return }
         Glibc.kill(process.processIdentifier, signal)
-        if Self.reap(process, timeout: 30) == nil { Glibc.kill(process.processIdentifier, SIGKILL) }
+        if ChildProcess.reap(process, timeout: 30) == nil { Glibc.kill(process.processIdentifier, SIGKILL) }
         members[index].process = nil
         peerNetwork?.setProcess(index, nil)
     }
@@ -147,35 +123,10 @@ final class TestCluster {
     /// (then it is left running).
     func waitForExit(_ index: Int, timeout: TimeInterval) -> Int32? {
         guard let process = members[index].process else { return nil }
-        guard let status = Self.reap(process, timeout: timeout) else { return nil }
+        guard let status = ChildProcess.reap(process, timeout: timeout) else { return nil }
         members[index].process = nil
         peerNetwork?.setProcess(index, nil)
         return status
-    }
-
-    /// Waits (bounded) until `process` has exited and returns its exit status (the signal's number when a signal
-    /// ended it, as Foundation reports it), or nil if it still runs at the deadline. Foundation's Process has been seen
-    /// to miss a child's exit (a kvserver that crashed stayed a zombie, `isRunning` stayed true and `waitUntilExit`
-    /// never returned, hanging the whole test run), so a zombie child is reaped here directly.
-    static func reap(_ process: Process, timeout: TimeInterval) -> Int32? {
-        let pid = process.processIdentifier
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if !process.isRunning {
-                process.waitUntilExit()
-                return process.terminationStatus
-            }
-            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-            // The state follows the parenthesised command name.
-            if let close = stat.lastIndex(of: ")"), stat[close...].dropFirst(2).first == "Z" {
-                var status: Int32 = 0
-                if waitpid(pid, &status, WNOHANG) == pid {
-                    return status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
-                }
-            }
-            usleep(10_000)
-        } while Date() < deadline
-        return nil
     }
 
     /// Freezes a member (SIGSTOP): its sockets stay open but it answers nothing, as a process stuck in a long GC
@@ -189,12 +140,6 @@ final class TestCluster {
     func resume(_ index: Int) {
         guard let process = members[index].process else { return }
         Glibc.kill(process.processIdentifier, SIGCONT)
-    }
-
-    private static func terminate(_ process: Process) {
-        guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        _ = reap(process, timeout: 30)
     }
 
     /// The log of a member, for failure messages.
@@ -221,37 +166,13 @@ final class TestCluster {
                      environment: ["ETCDCTL_API": "3"], stdin: stdin, timeout: timeout)
     }
 
+    /// Runs a tool to completion (killed after `timeout`); `environment` is added to this process's.
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                     stdin: String? = nil, timeout: TimeInterval) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try? input.fileHandleForWriting.close()
-        // Read both pipes while the process runs, so a large output cannot block it.
-        let group = DispatchGroup()
-        let collected = CollectedOutput()
-        DispatchQueue.global().async(group: group) { collected.stdout = out.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: group) { collected.stderr = err.fileHandleForReading.readDataToEndOfFile() }
-        var status = reap(process, timeout: timeout)
-        if status == nil {
-            Glibc.kill(process.processIdentifier, SIGKILL)
-            status = reap(process, timeout: 30)
-        }
-        group.wait()
-        return Output(status: status ?? -1, stdout: String(decoding: collected.stdout, as: UTF8.self),
-                      stderr: String(decoding: collected.stderr, as: UTF8.self))
-    }
-
-    private final class CollectedOutput: @unchecked Sendable {
-        var stdout = Data()
-        var stderr = Data()
+        let output = try ChildProcess.run(executable, arguments,
+                                          environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                                          stdin: stdin, timeout: timeout)
+        return Output(status: output.status, stdout: output.stdoutText, stderr: output.stderrText)
     }
 
     /// Waits (bounded) until `etcdctl endpoint health` succeeds on every running member.
