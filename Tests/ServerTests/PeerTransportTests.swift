@@ -59,6 +59,7 @@ private final class TestPeer: Sendable {
     private let task: Task<Void, any Error>
 
     init(id: NodeID, clusterID: UInt64 = testClusterID, members: Set<NodeID>, port: Int = 0,
+         liveness: PeerStreamWire.Liveness = .standard,
          forward: @escaping @Sendable ([UInt8]) async throws -> [UInt8] = { $0 },
          clusterInfo: @escaping @Sendable () async throws -> [UInt8] = { [] }) throws {
         self.id = id
@@ -67,7 +68,8 @@ private final class TestPeer: Sendable {
         let service = PeerService(clusterID: clusterID, localID: id, isMember: { members.contains($0) },
                                   deliver: { [inbox] in inbox.append($0) }, forward: forward, clusterInfo: clusterInfo,
                                   logger: quietLogger("peer-service"))
-        let server = try PeerServer(listeningOn: PeerAddress(host: "127.0.0.1", port: port), service: service)
+        let server = try PeerServer(listeningOn: PeerAddress(host: "127.0.0.1", port: port), service: service,
+                                    liveness: liveness)
         self.server = server
         task = Task { try await server.serve() }
     }
@@ -102,9 +104,12 @@ private final class RunningTransport: Sendable {
     let transport: PeerTransport
     private let task: Task<Void, Never>
 
-    init(clusterID: UInt64 = testClusterID, localID: NodeID, addresses: AddressBook) {
+    init(clusterID: UInt64 = testClusterID, localID: NodeID, addresses: AddressBook,
+         liveness: PeerStreamWire.Liveness = .standard) {
+        var options = PeerTransport.Options()
+        options.streamLiveness = liveness
         transport = PeerTransport(clusterID: clusterID, localID: localID, resolve: addresses.resolve,
-                                  logger: quietLogger("peer-transport"))
+                                  logger: quietLogger("peer-transport"), options: options)
         task = Task { [transport] in await transport.run() }
     }
 
@@ -156,6 +161,103 @@ private func freePort() async throws -> Int {
     let port = try await peer.port()
     await peer.stop()
     return port
+}
+
+/// Opens a Raft stream, sends its preface and nothing else, and counts the receiver's keep-alives until it closes
+/// the connection (bounded: 30 s).
+private func silentStream(to port: Int) async throws -> Int {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(PeerStreamWire.FrameDecoder(maxFrameBytes: PeerStreamWire.maxReplyFrameBytes)))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    return try await withThrowingTaskGroup(of: Int?.self) { group in
+        group.addTask {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: PeerStreamWire.preface))
+                var keepalives = 0
+                for try await frame in inbound where frame.readableBytes == 0 { keepalives += 1 }
+                return keepalives
+            }
+        }
+        group.addTask {
+            try await Task.sleep(for: .seconds(30))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let keepalives = try await group.next() ?? nil else {
+            Issue.record("the receiver kept a silent stream open for 30 s")
+            channel.channel.close(promise: nil)
+            return 0
+        }
+        return keepalives
+    }
+}
+
+/// A TCP listener that accepts connections, reads everything, and never writes: a peer that hangs.
+private final class MuteListener: Sendable {
+    /// The bytes each connection sent, in the order they were accepted.
+    private struct Record {
+        /// Per connection, by accept order (not by channel identity, which a later channel may reuse).
+        var bytes: [[UInt8]] = []
+    }
+
+    private let channel: any Channel
+    private let record: RecordBox
+
+    private init(channel: any Channel, record: RecordBox) {
+        self.channel = channel
+        self.record = record
+    }
+
+    static func start() async throws -> MuteListener {
+        let record = RecordBox()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { child in
+                let id = record.state.withLock { state in
+                    state.bytes.append([])
+                    return state.bytes.count - 1
+                }
+                return child.pipeline.addHandler(Recorder(id: id, record: record))
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return MuteListener(channel: channel, record: record)
+    }
+
+    var port: Int { channel.localAddress?.port ?? 0 }
+    /// What each Raft stream sent (the sender's gRPC connection for forwarded requests left out).
+    var raftStreams: [[UInt8]] {
+        record.state.withLock { state in
+            state.bytes.filter { $0.starts(with: PeerStreamWire.preface) }
+        }
+    }
+
+    func stop() {
+        channel.close(promise: nil)
+    }
+
+    private final class RecordBox: Sendable {
+        let state = Mutex(Record())
+    }
+
+    private final class Recorder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let id: Int
+        let record: RecordBox
+
+        init(id: Int, record: RecordBox) {
+            self.id = id
+            self.record = record
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = unwrapInboundIn(data)
+            record.state.withLock { $0.bytes[id] += Array(bytes.readableBytesView) }
+        }
+    }
 }
 
 // MARK: - Frames between a transport and a service
@@ -334,6 +436,50 @@ private func freePort() async throws -> Int {
         // Keep-alives (empty frames) around a frame are skipped; the frame is delivered.
         try await sendRawFrames([[], valid, []], to: port)
         #expect(receiver.inbox.count == 2)
+        await receiver.stop()
+    }
+
+    @Test func silentEndsAreDroppedAndKeepAlivesKeepQuietOnesOpen() async throws {
+        var quick = PeerStreamWire.Liveness()
+        quick.keepaliveInterval = .milliseconds(100)
+        quick.silenceLimit = .milliseconds(600)
+
+        // A receiver that accepts Raft streams and never answers (a peer that hangs): the sender gives up on each
+        // connection after the silence limit and dials again, keeping its messages queued meanwhile.
+        let mute = try await MuteListener.start()
+        let addresses = AddressBook()
+        addresses[2] = PeerAddress(host: "127.0.0.1", port: mute.port)
+        let sender = RunningTransport(localID: 1, addresses: addresses, liveness: quick)
+        sender.transport.send([heartbeat(from: 1, to: 2, 1)])
+        try await eventually("the sender redials a silent receiver") { mute.raftStreams.count >= 3 }
+        // The first stream carried the preface, the frame, then keep-alives (empty frames) while idle.
+        let first = mute.raftStreams[0]
+        let frame = PeerFrame.encode(clusterID: testClusterID, from: 1, to: 2, messages: [heartbeat(from: 1, to: 2, 1)])
+        let keepalivesStart = PeerStreamWire.preface.count + 4 + frame.count
+        #expect(Array(first[PeerStreamWire.preface.count + 4 ..< keepalivesStart]) == frame)
+        #expect(first.count >= keepalivesStart + 4)
+        #expect(first[keepalivesStart...].allSatisfy { $0 == 0 })
+        await sender.stop()
+        mute.stop()
+
+        // A sender that opens a stream and says nothing more is dropped by the receiver, which sends keep-alives
+        // until then.
+        let receiver = try TestPeer(id: 2, members: [1, 2], liveness: quick)
+        let port = try await receiver.port()
+        let started = ContinuousClock.now
+        let keepalives = try await silentStream(to: port)
+        #expect(keepalives >= 1)
+        #expect(started.duration(to: .now) < .seconds(10), "the receiver dropped the silent stream")
+        // A stream that keeps talking is not dropped: heartbeats arrive well past the silence limit.
+        addresses[2] = try await receiver.address()
+        let talker = RunningTransport(localID: 1, addresses: addresses, liveness: quick)
+        for sequence in 1...15 {
+            talker.transport.send([heartbeat(from: 1, to: 2, UInt64(sequence))])
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await eventually("every heartbeat delivered") { receiver.inbox.count == 15 }
+        #expect(receiver.messages.map(sequenceNumber(of:)) == Array(1...15))
+        await talker.stop()
         await receiver.stop()
     }
 

@@ -18,6 +18,7 @@ final class PeerServer: Sendable {
     private let port: Int
     private let service: PeerService
     private let tls: NIOSSLContext?
+    private let liveness: PeerStreamWire.Liveness
     private let handoff = GRPCHandoff()
     private let grpcServer: GRPCServer<HTTP2ServerTransport.Custom<GRPCHandoff>>
     private let bound = OneShot<Int>()
@@ -28,8 +29,9 @@ final class PeerServer: Sendable {
     static let sniffTimeout: TimeAmount = .seconds(10)
 
     /// - Parameter address: must be an IP address (or `localhost`); port 0 binds an ephemeral port.
-    init(listeningOn address: PeerAddress, service: PeerService) throws {
+    init(listeningOn address: PeerAddress, service: PeerService, liveness: PeerStreamWire.Liveness = .standard) throws {
         host = try address.bindHost()
+        self.liveness = liveness
         port = address.port
         self.service = service
         tls = try address.tls?.serverContext(applicationProtocols: ["h2"])
@@ -50,8 +52,8 @@ final class PeerServer: Sendable {
             let listener: SniffingListener
             do {
                 listener = try await SniffingListener.bind(host: host, port: port, tls: tls,
-                                                           allowRemoteHalfClosure: false) { [service, handoff, tls] _ in
-                    Self.sniffer(service: service, grpc: handoff, tls: tls != nil)
+                                                           allowRemoteHalfClosure: false) { [service, handoff, tls, liveness] _ in
+                    Self.sniffer(service: service, grpc: handoff, tls: tls != nil, liveness: liveness)
                 }
             } catch {
                 bound.fail(error)
@@ -67,13 +69,14 @@ final class PeerServer: Sendable {
         }
     }
 
-    private static func sniffer(service: PeerService, grpc: GRPCHandoff, tls: Bool) -> PrefaceSniffer {
+    private static func sniffer(service: PeerService, grpc: GRPCHandoff, tls: Bool,
+                                liveness: PeerStreamWire.Liveness) -> PrefaceSniffer {
         let raftRoute = PrefaceSniffer.Route(preface: PeerStreamWire.preface, passesPreface: false) { context, _ in
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandlers([
-                IdleStateHandler(readTimeout: PeerStreamWire.silenceLimit, writeTimeout: PeerStreamWire.keepaliveInterval),
+                liveness.idleStateHandler(),
                 ByteToMessageHandler(PeerStreamWire.FrameDecoder(maxFrameBytes: PeerLimits.maxMessageBytes)),
-                PeerStreamReceiver(service: service),
+                PeerStreamReceiver(service: service, silenceLimit: liveness.silenceLimit),
             ], position: .after(context.handler))
         }
         let grpcRoute = PrefaceSniffer.Route(preface: ClientListener.http2Preface) { context, _ in
@@ -101,10 +104,12 @@ final class PeerStreamReceiver: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let service: PeerService
+    private let silenceLimit: TimeAmount
     private var refused = false
 
-    init(service: PeerService) {
+    init(service: PeerService, silenceLimit: TimeAmount) {
         self.service = service
+        self.silenceLimit = silenceLimit
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -133,7 +138,7 @@ final class PeerStreamReceiver: ChannelInboundHandler {
         case IdleStateHandler.IdleStateEvent.write:
             PeerStreamWire.sendKeepalive(on: context)
         case IdleStateHandler.IdleStateEvent.read:
-            service.logger.debug("closing a Raft stream whose sender was silent for \(PeerStreamWire.silenceLimit)")
+            service.logger.debug("closing a Raft stream whose sender was silent for \(silenceLimit)")
             context.close(promise: nil)
         case is ChannelShouldQuiesceEvent, ChannelEvent.inputClosed:
             context.close(promise: nil)

@@ -28,6 +28,7 @@ final class PeerTransport: RaftTransport {
         var maxBackoff: Duration = .seconds(1)
         /// Timeout of ``PeerTransport/forward(to:_:)`` calls made without an explicit one.
         var forwardTimeout: Duration = .seconds(10)
+        var streamLiveness = PeerStreamWire.Liveness.standard
 
         init() {}
     }
@@ -240,12 +241,12 @@ final class PeerTransport: RaftTransport {
                         if let tls {
                             try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
                         }
-                        try pipeline.addHandler(IdleStateHandler(readTimeout: PeerStreamWire.silenceLimit,
-                                                                 writeTimeout: PeerStreamWire.keepaliveInterval))
+                        try pipeline.addHandler(options.streamLiveness.idleStateHandler())
                         try pipeline.addHandler(ByteToMessageHandler(
                             PeerStreamWire.FrameDecoder(maxFrameBytes: PeerStreamWire.maxReplyFrameBytes)))
                         try pipeline.addHandler(PeerStreamSender(link: link, header: header, isCurrent: isCurrent,
                                                                  frameBudgetBytes: options.frameBudgetBytes,
+                                                                 silenceLimit: options.streamLiveness.silenceLimit,
                                                                  ending: ending))
                     }
                 }
@@ -559,16 +560,18 @@ final class PeerStreamSender: ChannelInboundHandler {
     private let header: Header
     private let isCurrent: @Sendable () -> Bool
     private let frameBudgetBytes: Int
+    private let silenceLimit: TimeAmount
     private let ending: StreamEndingBox
     private var context: ChannelHandlerContext?
 
     /// - Parameter isCurrent: whether the address this stream goes to is still the peer's.
     init(link: PeerLink, header: Header, isCurrent: @escaping @Sendable () -> Bool, frameBudgetBytes: Int,
-         ending: StreamEndingBox) {
+         silenceLimit: TimeAmount, ending: StreamEndingBox) {
         self.link = link
         self.header = header
         self.isCurrent = isCurrent
         self.frameBudgetBytes = frameBudgetBytes
+        self.silenceLimit = silenceLimit
         self.ending = ending
     }
 
@@ -636,7 +639,7 @@ final class PeerStreamSender: ChannelInboundHandler {
         case IdleStateHandler.IdleStateEvent.write:
             PeerStreamWire.sendKeepalive(on: context)
         case IdleStateHandler.IdleStateEvent.read:
-            ending.record(.failed("nothing heard from the member for \(PeerStreamWire.silenceLimit)"))
+            ending.record(.failed("nothing heard from the member for \(silenceLimit)"))
             context.close(promise: nil)
         default:
             context.fireUserInboundEventTriggered(event)

@@ -25,16 +25,27 @@ enum PeerRPC {
 /// The sender writes ``preface``, then frames: a 4-byte big-endian length and that many bytes of ``PeerFrame``.
 /// The receiver writes frames of the same shape back, but only two kinds: empty ones (keep-alives) and at most
 /// one refusal (a ``Refusal``), after which it closes. A frame of length 0 either way is a keep-alive: each side
-/// sends one after ``keepaliveInterval`` without writing, and drops a connection that sent nothing for
-/// ``silenceLimit``, so that a peer that vanished without closing is noticed. As etcd's rafthttp streams, this is
+/// sends one after ``Liveness/keepaliveInterval`` without writing, and drops a connection that sent nothing for
+/// ``Liveness/silenceLimit``, so that a peer that vanished without closing is noticed. As etcd's rafthttp streams, this is
 /// a pipe of messages, not a call per message: no per-message framing beyond the length, no acknowledgement
 /// (Raft has its own).
 enum PeerStreamWire {
     /// Cannot be taken for the HTTP/2 client preface ("PRI …") or a TLS record.
     static let preface: [UInt8] = Array("RAFTKV-STREAM/1\n".utf8)
-    static let keepaliveInterval: TimeAmount = .seconds(2)
-    /// As the gRPC keep-alive the streams had before: a ping every 10 s, answered within 5 s.
-    static let silenceLimit: TimeAmount = .seconds(15)
+    /// When a stream's ends send keep-alives, and when they give up on a silent one.
+    struct Liveness: Sendable {
+        var keepaliveInterval: TimeAmount = .seconds(2)
+        /// As the gRPC keep-alive the streams had before: a ping every 10 s, answered within 5 s.
+        var silenceLimit: TimeAmount = .seconds(15)
+
+        static let standard = Liveness()
+
+        /// Fires the write-idle event that sends a keep-alive, and the read-idle event that ends a silent stream.
+        func idleStateHandler() -> IdleStateHandler {
+            precondition(keepaliveInterval < silenceLimit, "keep-alives must come before the other end gives up")
+            return IdleStateHandler(readTimeout: silenceLimit, writeTimeout: keepaliveInterval)
+        }
+    }
     /// The largest frame a sender accepts from a receiver (a refusal's text).
     static let maxReplyFrameBytes = 64 * 1024
 
