@@ -415,24 +415,14 @@ enum ParseOutcome {
 
 enum Parser {
     static func parse(_ arguments: [String], root: CommandSpec) -> ParseOutcome {
-        // Find the command: walk non-flag arguments (cobra's stripFlags).
-        var command = root
-        var remaining = arguments
-        while true {
-            guard let (index, name) = firstCommandWord(remaining, command: command) else { break }
-            if let child = command.child(named: name) {
-                remaining.remove(at: index)
-                command = child
-            } else if command === root {
-                var message = "unknown command \(goQuote(name)) for \(goQuote(root.name))"
-                let suggestions = suggest(name, root)
-                if !suggestions.isEmpty {
-                    message += "\n\nDid you mean this?\n" + suggestions.map { "\t\($0)\n" }.joined()
-                }
-                return .findError(root, message)
-            } else {
-                break
+        let (command, remaining, unknown) = find(arguments, root: root)
+        if let unknown {
+            var message = "unknown command \(goQuote(unknown)) for \(goQuote(root.name))"
+            let suggestions = suggest(unknown, root)
+            if !suggestions.isEmpty {
+                message += "\n\nDid you mean this?\n" + suggestions.map { "\t\($0)\n" }.joined()
             }
+            return .findError(root, message)
         }
 
         switch parseFlags(remaining, command: command, helpIsFlag: false) {
@@ -564,22 +554,39 @@ enum Parser {
         return .parsed(values: values, changed: changed, positional: positional)
     }
 
-    /// The first argument that is not a flag or a flag's value (cobra's stripFlags).
+    /// cobra's Command.Find, as both running and completing use it: walks the command words (unique prefixes name
+    /// commands too) and returns the command they name, the arguments left for it, and the first word at the root
+    /// that names no command (cobra's legacyArgs error), if any.
+    static func find(_ arguments: [String], root: CommandSpec) -> (command: CommandSpec, rest: [String], unknown: String?) {
+        var command = root
+        var rest = arguments
+        while let (index, word) = firstCommandWord(rest, command: command) {
+            guard let child = command.child(named: word) else {
+                return (command, rest, command === root ? word : nil)
+            }
+            rest.remove(at: index)
+            command = child
+        }
+        return (command, rest, nil)
+    }
+
+    /// cobra's stripFlags: the first argument that is not a flag or, as far as cobra can tell without parsing, a
+    /// flag's value. A flag the command does not know counts as taking a value, as in cobra (pflag finds no
+    /// NoOptDefVal for it), so `etcdctl --bogus get foo` names the command `foo`.
     private static func firstCommandWord(_ args: [String], command: CommandSpec) -> (Int, String)? {
         let flags = command.allFlags
-        var i = 0
-        while i < args.count {
-            let arg = args[i]
+        var index = 0
+        while index < args.count {
+            let arg = args[index]
             if arg == "--" { return nil }
-            if arg.hasPrefix("--") {
-                let name = String(arg.dropFirst(2).split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0])
-                if !arg.contains("="), let flag = flags.first(where: { $0.name == name }), flag.kind != .bool { i += 1 }
-            } else if arg.hasPrefix("-") && arg.count > 1 {
-                if arg.count == 2, let flag = flags.first(where: { $0.shorthand == String(arg.last!) }), flag.kind != .bool { i += 1 }
-            } else {
-                return (i, arg)
+            if arg.hasPrefix("--") && !arg.contains("=") {
+                if flags.first(where: { $0.name == arg.dropFirst(2) })?.kind != .bool { index += 1 }
+            } else if arg.hasPrefix("-") && !arg.contains("=") && arg.count == 2 {
+                if flags.first(where: { $0.shorthand == String(arg.dropFirst()) })?.kind != .bool { index += 1 }
+            } else if !arg.isEmpty && !arg.hasPrefix("-") {
+                return (index, arg)
             }
-            i += 1
+            index += 1
         }
         return nil
     }

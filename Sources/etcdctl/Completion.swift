@@ -155,43 +155,10 @@ enum Completion {
         return (bytes.count >= 3 && bytes[1] == UInt8(ascii: "-")) || (bytes.count >= 2 && bytes[0] == UInt8(ascii: "-") && bytes[1] != UInt8(ascii: "-"))
     }
 
-    /// cobra's Command.Find: the command the words name (unique prefixes too) and the words left for it; nil
-    /// where cobra fails (a word at the root that names no command).
+    /// ``Parser/find(_:root:)``; nil where cobra fails (a word at the root that names no command).
     static func find(_ words: [String], root: CommandSpec) -> (CommandSpec, [String])? {
-        var command = root
-        var rest = words
-        while let next = stripFlags(rest, command: command).first, let child = command.child(named: next) {
-            if let index = rest.firstIndex(of: next) { rest.remove(at: index) }
-            command = child
-        }
-        if command === root && !command.children.isEmpty && !stripFlags(rest, command: command).isEmpty {
-            return nil
-        }
-        return (command, rest)
-    }
-
-    /// cobra's stripFlags: the words that are not flags or, as far as cobra guesses, flags' values.
-    private static func stripFlags(_ words: [String], command: CommandSpec) -> [String] {
-        let flags = command.allFlags
-        var commands: [String] = []
-        var rest = words[...]
-        while let word = rest.popFirst() {
-            if word == "--" { break }
-            let takesValue: Bool
-            if word.hasPrefix("--") && !word.contains("=") {
-                takesValue = flags.first { $0.name == word.dropFirst(2) }?.kind != .bool
-            } else if word.hasPrefix("-") && !word.contains("=") && word.count == 2 {
-                takesValue = flags.first { $0.shorthand == String(word.dropFirst()) }?.kind != .bool
-            } else {
-                if !word.isEmpty && !word.hasPrefix("-") { commands.append(word) }
-                continue
-            }
-            if takesValue {
-                if rest.count <= 1 { break }
-                rest = rest.dropFirst()
-            }
-        }
-        return commands
+        let found = Parser.find(words, root: root)
+        return found.unknown == nil ? (found.command, found.rest) : nil
     }
 
     /// The `help` command's arguments: the commands under the one its words name.

@@ -94,6 +94,9 @@ final class EtcdctlComparisonTests: SharedServerTestCase {
         Case(name: "ambiguous prefix", args: ["m"]),
         Case(name: "prefix matching", args: ["ge", "c/a"]),
         Case(name: "unknown flag", args: ["get", "--bogus", "x"]),
+        // cobra takes an unknown flag's next word for its value while it looks for the command.
+        Case(name: "unknown flag before the command", args: ["--bogus", "get", "c/a"]),
+        Case(name: "unknown flag last before the command", args: ["-w", "json", "--bogus", "get"]),
         Case(name: "unknown shorthand", args: ["get", "-x", "y"]),
         Case(name: "flag needs argument", args: ["get", "x", "--rev"]),
         Case(name: "bad int flag", args: ["get", "x", "--rev=abc"]),
