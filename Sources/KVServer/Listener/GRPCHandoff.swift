@@ -4,8 +4,8 @@ import NIOHTTP2
 import NIOPosix
 import Synchronization
 
-/// Hands the client connections that ``ClientListener`` recognised as gRPC to grpc-swift's server transport, on the
-/// socket they arrived on.
+/// Hands the connections a ``PrefaceSniffer`` recognised as gRPC (the client port's, and the peer port's calls) to
+/// grpc-swift's server transport, on the socket they arrived on.
 ///
 /// etcd serves gRPC and plain HTTP on one port, but grpc-swift's transports accept their own connections and
 /// speak HTTP/2 only. Its `Custom` transport instead asks a listener factory (this) for a channel that yields
@@ -38,7 +38,7 @@ final class GRPCHandoff: HTTP2ServerTransport.ListenerFactory {
         connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
     ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
         // The listener configurator only adds grpc-swift's graceful-shutdown tracker, which expects accepted
-        // sockets on the carrier; ``ClientListener/close()`` quiesces the connections itself.
+        // sockets on the carrier; ``SniffingListener/close(grace:)`` quiesces the connections itself.
         _ = listenerConfigurator
         var descriptors: [Int32] = [0, 0]
         guard pipe(&descriptors) == 0 else {

@@ -253,7 +253,7 @@ final class PeerTransport: RaftTransport {
                 .connect(host: address.host, port: address.port)
                 .get()
         } catch {
-            return .failed(Self.describe(error))
+            return .failed("\(error)")
         }
         await withTaskCancellationHandler {
             try? await channel.closeFuture.get()
@@ -329,11 +329,6 @@ final class PeerTransport: RaftTransport {
 
     private static func makeClient(to address: PeerAddress) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
         GRPCClient(transport: try makeClientTransport(to: address))
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        if let error = error as? RPCError { return "\(error.code): \(error.message)" }
-        return "\(error)"
     }
 }
 
